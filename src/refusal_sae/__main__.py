@@ -1,0 +1,4 @@
+from refusal_sae.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Load a chat model by HF id, local HF directory, GGUF file, or embedded-default name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from refusal_sae.errors import ConfigError, ModelLoadError
+from refusal_sae.models.embedded import EMBEDDED_ALIASES, EMBEDDED_REFUSING, embedded_model_dir
+from refusal_sae.models.handle import ModelHandle
+
+DEFAULT_MODEL = EMBEDDED_REFUSING
+
+
+def resolve_device(device: str = "auto"):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device) -> "object":
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in table:
+        raise ConfigError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(table)}")
+    return table[dtype]
+
+
+def load_model(
+    model: str | None = None,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    system_prompt: str | None = None,
+    local_files_only: bool = False,
+) -> ModelHandle:
+    """Load ``model`` into a :class:`ModelHandle`.
+
+    ``model`` may be ``None`` (the embedded refusing default), an embedded name
+    (``smollm2-135m-refusing`` / ``embedded``, or ``smollm2-135m`` for the untuned base), a local HF
+    directory, a ``.gguf`` file, or a hub id (needs network or a populated HF cache;
+    ``local_files_only=True`` or ``HF_HUB_OFFLINE=1`` never touches the network).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = model or DEFAULT_MODEL
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    kwargs: dict = {"dtype": dt, "trust_remote_code": trust_remote_code}
+    path = Path(spec).expanduser()
+    if spec in EMBEDDED_ALIASES:
+        source, name = embedded_model_dir(spec), EMBEDDED_ALIASES[spec]
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        source, name = path.parent, spec
+        kwargs["gguf_file"] = path.name
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a directory but has no config.json: not an HF model directory")
+        source, name = path, str(path)
+    else:
+        source, name = spec, spec
+        if local_files_only:
+            kwargs["local_files_only"] = True
+    try:
+        tok_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code", "local_files_only")}
+        tokenizer = AutoTokenizer.from_pretrained(source, **tok_kwargs)
+        hf_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"cannot load model {spec!r}: not an embedded name, not a local directory, and the hub could not "
+            f"provide it (offline?). Details: {str(e).splitlines()[0]}"
+        ) from e
+    hf_model.to(dev)
+    return ModelHandle(hf_model, tokenizer, name=name, system_prompt=system_prompt)

@@ -1,0 +1,48 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from refusal_sae.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for cmd in ("eval", "make-refusing-model", "datasets"):
+        assert cmd in r.output
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "refusal_sae", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["eval", "--dataset", "no_such_set"], "unknown dataset"),
+    (["eval", "--dataset", "/tmp/nope.json"], "not found"),
+    (["eval", "--judge", "nope", "--dataset", "jailbreakbench"], "unknown judge"),
+    (["datasets", "--data-dir", "/nonexistent"], "file not found"),
+])
+def test_user_errors_exit_2_with_one_line(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_malformed_user_file_exit_2(tmp_path):
+    f = tmp_path / "bad.json"
+    f.write_text("[{")
+    r = run_cli("eval", "--dataset", str(f))
+    assert r.returncode == 2 and "malformed JSON" in r.stderr
+
+
+def test_datasets_json(data_dir):
+    r = run_cli("datasets", "--data-dir", str(data_dir), "--json")
+    assert r.returncode == 0
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {x["name"] for x in rows} >= {"jailbreakbench", "harmless_test"}
