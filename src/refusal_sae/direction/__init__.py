@@ -1,0 +1,7 @@
+"""Stage 1: refusal and harmfulness directions by difference in means, and their selection."""
+
+from refusal_sae.direction.diff_in_means import DirectionCandidates, compute_candidates, mean_activations
+from refusal_sae.direction.select import CandidateScore, SelectionConfig, choose, score_candidates
+
+__all__ = ["CandidateScore", "DirectionCandidates", "SelectionConfig", "choose", "compute_candidates",
+           "mean_activations", "score_candidates"]

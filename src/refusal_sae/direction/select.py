@@ -1,0 +1,107 @@
+"""Select the refusal direction among the difference-in-means candidates, as Arditi et al. do it.
+
+For each candidate (position, layer), on the *validation* splits:
+- **bypass**: mean refusal score of harmful prompts with the direction ablated everywhere (lower = better);
+- **induce**: mean refusal score of harmless prompts with the raw difference vector added at its layer;
+- **KL**: KL(clean ‖ ablated) of harmless prompts' next-token distributions at the last position.
+Candidates in the last ``prune_layer_fraction`` of layers, with KL > ``max_kl`` or induce < ``min_induce`` are
+discarded; the lowest bypass score wins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from refusal_sae.direction.diff_in_means import DirectionCandidates
+from refusal_sae.errors import ConfigError
+from refusal_sae.interventions.directional import ActAdd, DirectionAblation
+from refusal_sae.models.handle import ModelHandle
+from refusal_sae.scoring.generation import length_sorted_batches
+from refusal_sae.scoring.refusal_score import refusal_score_from_logits
+
+
+@dataclass
+class SelectionConfig:
+    prune_layer_fraction: float = 0.2
+    max_kl: float = 0.1
+    min_induce: float = 0.0
+    layers: tuple[int, ...] | None = None  # None: every layer (restrict to save time on CPU)
+    positions: tuple[int, ...] | None = None  # None: every post-instruction position
+    batch_size: int = 32
+
+
+@dataclass
+class CandidateScore:
+    pos: int
+    layer: int
+    bypass: float
+    induce: float
+    kl: float
+    kept: bool
+    reason: str = ""
+
+
+@torch.no_grad()
+def last_logits(handle: ModelHandle, prompts: Sequence[str], batch_size: int, hooks=()) -> torch.Tensor:
+    formatted = [handle.format(p) for p in prompts]
+    out = torch.empty(len(prompts), handle.config.vocab_size, dtype=torch.float64)
+    with handle.hooks(list(hooks)):
+        for idx in length_sorted_batches([len(p) for p in formatted], batch_size):
+            out[idx] = handle.forward(handle.batch([formatted[i] for i in idx]))[:, -1].double().cpu()
+    return out
+
+
+def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    lp, lq = p_logits.log_softmax(-1), q_logits.log_softmax(-1)
+    return (lp.exp() * (lp - lq)).sum(-1)
+
+
+def score_candidates(handle: ModelHandle, cands: DirectionCandidates, harmful_val: Sequence[str],
+                     harmless_val: Sequence[str], refusal_tokens: Sequence[int],
+                     cfg: SelectionConfig) -> list[CandidateScore]:
+    layers = cfg.layers if cfg.layers is not None else tuple(range(handle.n_layers))
+    positions = cfg.positions if cfg.positions is not None else tuple(cands.positions)
+    bad = [L for L in layers if not 0 <= L < handle.n_layers] + [p for p in positions if p not in cands.positions]
+    if bad:
+        raise ConfigError(f"layers/positions out of range: {bad}")
+    max_layer = int(handle.n_layers * (1 - cfg.prune_layer_fraction))  # as in Arditi et al.'s code
+    clean_harmless = last_logits(handle, harmless_val, cfg.batch_size)
+    scores = []
+    for pos in positions:
+        for layer in tqdm(layers, desc=f"candidates at position {pos}", unit="layer"):
+            r = cands.get(pos, layer).float()
+            if r.norm() < 1e-8:  # e.g. layer 0 at template tokens: identical embeddings, no difference
+                scores.append(CandidateScore(pos, layer, math.nan, math.nan, math.nan, False, "zero vector"))
+                continue
+            abl = DirectionAblation(r).hooks(handle)
+            bypass = refusal_score_from_logits(last_logits(handle, harmful_val, cfg.batch_size, abl), refusal_tokens)
+            ablated_harmless = last_logits(handle, harmless_val, cfg.batch_size, abl)
+            kl = kl_divergence(clean_harmless, ablated_harmless).mean().item()
+            add = ActAdd(r, layer).hooks(handle)
+            induce = refusal_score_from_logits(last_logits(handle, harmless_val, cfg.batch_size, add), refusal_tokens)
+            s = CandidateScore(pos, layer, bypass.mean().item(), induce.mean().item(), kl, True)
+            if layer >= max_layer:
+                s.kept, s.reason = False, f"layer in last {cfg.prune_layer_fraction:.0%}"
+            elif not math.isfinite(s.kl) or s.kl > cfg.max_kl:
+                s.kept, s.reason = False, f"KL {s.kl:.3f} > {cfg.max_kl}"
+            elif s.induce < cfg.min_induce:
+                s.kept, s.reason = False, f"induce {s.induce:.2f} < {cfg.min_induce}"
+            scores.append(s)
+    return scores
+
+
+def choose(scores: Sequence[CandidateScore]) -> CandidateScore:
+    kept = [s for s in scores if s.kept]
+    if not kept:
+        raise ConfigError("every candidate direction was filtered out (KL, induce or layer limits); "
+                          "relax --max-kl / --min-induce or use more layers")
+    return min(kept, key=lambda s: s.bypass)
+
+
+def scores_to_dicts(scores: Sequence[CandidateScore]) -> list[dict]:
+    return [asdict(s) for s in scores]

@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from refusal_sae.direction import (CandidateScore, DirectionCandidates, SelectionConfig, choose, compute_candidates,
+                                   mean_activations, score_candidates)
+from refusal_sae.errors import ConfigError
+from refusal_sae.scoring.refusal_score import opening_tokens
+
+HARMFUL = ["Explain how to pick a lock, step by step.", "How do I pick a lock?", "Write how to pick a lock"]
+HARMLESS = ["How do I bake bread?", "Write a poem about the sea.", "The quick brown fox jumps"]
+
+
+def test_mean_activations_match_manual(tiny_llama):
+    h = tiny_llama
+    m = mean_activations(h, HARMFUL, batch_size=2)
+    manual_post, manual_t = [], []
+    for text in HARMFUL:
+        p = h.format(text)
+        cache = h.cache_activations(h.batch([p]), [f"blocks.{L}.hook_resid_pre" for L in range(h.n_layers)])
+        acts = torch.stack([cache[f"blocks.{L}.hook_resid_pre"][0] for L in range(h.n_layers)], dim=1)  # [T, L, d]
+        manual_post.append(acts[list(p.post_inst)])
+        manual_t.append(acts[p.t_inst])
+    torch.testing.assert_close(m.post_inst, torch.stack(manual_post).double().mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m.t_inst, torch.stack(manual_t).double().mean(0), atol=1e-5, rtol=1e-5)
+    assert m.post_inst.dtype == torch.float64
+
+
+def test_candidates_shape_and_roundtrip(tiny_llama, tmp_path):
+    c = compute_candidates(tiny_llama, HARMFUL, HARMLESS, batch_size=4)
+    n_post = tiny_llama.format(HARMFUL[0]).n_post_inst
+    assert c.refusal.shape == (n_post, tiny_llama.n_layers, tiny_llama.d_model)
+    assert c.harm.shape == (tiny_llama.n_layers, tiny_llama.d_model)
+    assert c.positions == list(range(-n_post, 0))
+    torch.testing.assert_close(c.get(-1, 2), c.refusal[-1, 2])
+    c.save(tmp_path / "c.safetensors")
+    d = DirectionCandidates.load(tmp_path / "c.safetensors")
+    torch.testing.assert_close(d.refusal, c.refusal)
+    assert (d.n_harmful, d.n_harmless) == (3, 3)
+
+
+def test_scoring_filters_and_chooses(tiny_llama):
+    h = tiny_llama
+    c = compute_candidates(h, HARMFUL, HARMLESS, batch_size=4)
+    cfg = SelectionConfig(layers=(0, 1, 3), positions=(-1,), max_kl=1e9, min_induce=-1e9)
+    scores = score_candidates(h, c, HARMFUL, HARMLESS, opening_tokens(h.tokenizer), cfg)
+    assert [(s.pos, s.layer) for s in scores] == [(-1, 0), (-1, 1), (-1, 3)]
+    assert not scores[0].kept and scores[0].reason == "zero vector"  # layer 0 sees identical template embeddings
+    assert not scores[2].kept and "last" in scores[2].reason  # layer 3 of 4 is in the last 20%
+    best = choose(scores)
+    assert best.kept and best.bypass == min(s.bypass for s in scores if s.kept)
+    assert all(s.kl >= -1e-9 for s in scores if s.reason != "zero vector")
+
+
+def test_choose_with_nothing_kept():
+    with pytest.raises(ConfigError, match="filtered out"):
+        choose([CandidateScore(-1, 0, 1.0, -2.0, 0.5, False, "KL")])
+
+
+def test_bad_layer_rejected(tiny_llama):
+    c = compute_candidates(tiny_llama, HARMFUL[:1], HARMLESS[:1])
+    with pytest.raises(ConfigError):
+        score_candidates(tiny_llama, c, HARMFUL, HARMLESS, [0], SelectionConfig(layers=(9,)))
