@@ -29,6 +29,8 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow model repos to run their own code (off by default).")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", envvar="HF_HUB_OFFLINE", help="Never touch the hub: hub ids must be in the local HF cache.")]
+RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run directory (default: runs/<model>).")]
 
 
 @app.callback()
@@ -58,6 +60,33 @@ def make_refusing_model(
     out.print_json(json.dumps(manifest))
 
 
+def _int_list(text: str | None) -> tuple[int, ...] | None:
+    """'0,3,5-9' → (0, 3, 5, 6, 7, 8, 9); negative numbers allowed ('-2,-1')."""
+    from refusal_sae.errors import ConfigError
+
+    if not text:
+        return None
+    vals: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            a, sep, b = part[1:].partition("-")
+            if sep:
+                vals += list(range(int(part[0] + a), int(b) + 1))
+            else:
+                vals.append(int(part))
+    except ValueError:
+        raise ConfigError(f"cannot parse {text!r} as a list of integers like '0,3,5-9'") from None
+    return tuple(vals)
+
+
+def _load(model, device, dtype, trust_remote_code, offline):
+    from refusal_sae.models import load_model
+
+    return load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                      local_files_only=offline)
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_")[-80:]
 
@@ -76,23 +105,32 @@ def eval_cmd(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustOpt = False,
+    offline: OfflineOpt = False,
+    intervention: Annotated[str, typer.Option(help="none | ablate (the run's refusal direction, every layer) | actadd (add it at its layer).")] = "none",
+    run_dir: RunDirOpt = None,
+    coeff: Annotated[float, typer.Option(help="Coefficient of --intervention actadd.")] = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Refused / complied / degenerate rates (95% Wilson CIs) of a model on a prompt set."""
     from rich.table import Table
 
     from refusal_sae.data import load_dataset
-    from refusal_sae.models import load_model
     from refusal_sae.scoring import EvalConfig, discover_refusal_tokens, evaluate, get_judge
 
     prompts = load_dataset(dataset, data_dir, n=n, seed=seed)
     judge_obj = get_judge(judge)
-    handle = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    if intervention != "none":  # fail before the slow model load
+        _load_direction(run_dir or _default_run_dir(model))
+    handle = _load(model, device, dtype, trust_remote_code, offline)
     tokens = discover_refusal_tokens(handle, load_dataset("harmful_train", data_dir).sample(32, seed).instructions)
-    result = evaluate(handle, prompts, judge_obj, tokens, EvalConfig(max_new_tokens, batch_size))
-    path = out_file or Path("runs/eval") / f"{_slug(handle.name)}__{_slug(prompts.name)}.jsonl"
+    hooks = _intervention_hooks(handle, intervention, run_dir, coeff)
+    with handle.hooks(hooks):
+        result = evaluate(handle, prompts, judge_obj, tokens, EvalConfig(max_new_tokens, batch_size))
+    tag = "" if intervention == "none" else f"__{intervention}"
+    path = out_file or Path("runs/eval") / f"{_slug(handle.name)}__{_slug(prompts.name)}{tag}.jsonl"
     result.write_jsonl(path)
-    summary = result.summary() | {"jsonl": str(path), "max_new_tokens": max_new_tokens, "seed": seed}
+    summary = result.summary() | {"jsonl": str(path), "max_new_tokens": max_new_tokens, "seed": seed,
+                                  "intervention": intervention}
     table = Table(title=f"{handle.name} on {prompts.name} (n={result.n}, {max_new_tokens} greedy tokens)")
     for col in ("judgement", "rate", "95% CI"):
         table.add_column(col)
@@ -103,6 +141,98 @@ def eval_cmd(
     out.print(f"mean refusal score {result.mean_refusal_score:.3f}; completions in {path}")
     if as_json:
         print(json.dumps(summary))
+
+
+def _default_run_dir(model: str | None) -> Path:
+    from refusal_sae.models import DEFAULT_MODEL
+
+    return Path("runs") / _slug(model or DEFAULT_MODEL)
+
+
+def _intervention_hooks(handle, intervention: str, run_dir: Path | None, coeff: float):
+    from refusal_sae.errors import ConfigError
+    from refusal_sae.interventions import ActAdd, DirectionAblation
+
+    if intervention == "none":
+        return []
+    if intervention not in ("ablate", "actadd"):
+        raise ConfigError(f"unknown intervention {intervention!r}; expected none, ablate or actadd")
+    d = _load_direction(run_dir or _default_run_dir(handle.name))
+    if intervention == "ablate":
+        return DirectionAblation(d.direction).hooks(handle)
+    return ActAdd(d.direction, d.layer, coeff).hooks(handle)
+
+
+def _load_direction(run_dir: Path):
+    from refusal_sae.direction.stage import DirectionResult
+    from refusal_sae.errors import ConfigError
+
+    stage = Path(run_dir) / "direction"
+    if not (stage / "result.json").is_file():
+        raise ConfigError(f"no refusal direction in {stage}; run `refusal-sae direction --run-dir {run_dir}` first")
+    return DirectionResult.load(stage)
+
+
+@app.command("direction")
+def direction_cmd(
+    model: ModelOpt = None,
+    run_dir: RunDirOpt = None,
+    n_train: Annotated[int, typer.Option(help="Prompts per class from harmful_train / harmless_train.")] = 128,
+    n_val: Annotated[int, typer.Option(help="Prompts per class from harmful_val / harmless_val for selection.")] = 32,
+    layers: Annotated[Optional[str], typer.Option(help="Candidate layers, e.g. '4-20' or '6,10,14' (default: all).")] = None,
+    positions: Annotated[Optional[str], typer.Option(help="Post-instruction positions, e.g. '-1' or '-3,-2,-1' (default: all).")] = None,
+    max_kl: Annotated[float, typer.Option(help="Discard candidates whose ablation moves harmless outputs more (KL).")] = 0.1,
+    min_induce: Annotated[float, typer.Option(help="Discard candidates whose addition induces less refusal.")] = 0.0,
+    prune_layer_fraction: Annotated[float, typer.Option(help="Discard candidates in this last fraction of layers.")] = 0.2,
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = 32,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+    offline: OfflineOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Refusal direction by difference in means, selected by bypass / induce / KL (Arditi et al.)."""
+    from refusal_sae.direction.select import SelectionConfig
+    from refusal_sae.direction.stage import DirectionConfig, run_direction_stage
+    from refusal_sae.runs import RunDir
+
+    sel = SelectionConfig(prune_layer_fraction, max_kl, min_induce, _int_list(layers), _int_list(positions), batch_size)
+    cfg = DirectionConfig(n_train, n_val, seed, sel)
+    handle = _load(model, device, dtype, trust_remote_code, offline)
+    run = RunDir(run_dir or _default_run_dir(model))
+    res = run_direction_stage(handle, run, cfg, data_dir)
+    c = res.info["chosen"]
+    out.print(f"chosen: position {c['pos']}, layer {c['layer']}: bypass {c['bypass']:.3f}, induce {c['induce']:.3f}, "
+              f"KL {c['kl']:.4f}  → {run.root / 'direction'}")
+    kept = sorted((s for s in res.info["candidates"] if s["kept"]), key=lambda s: s["bypass"])[:5]
+    for s in kept:
+        out.print(f"  pos {s['pos']:3d} layer {s['layer']:3d}  bypass {s['bypass']:7.3f}  induce {s['induce']:7.3f}  KL {s['kl']:.4f}")
+    if as_json:
+        print(json.dumps({"model": handle.name, "run_dir": str(run.root), **c,
+                          "harm_refusal_cosine_by_layer": res.info["harm_refusal_cosine_by_layer"]}))
+
+
+@app.command("orthogonalize")
+def orthogonalize_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the edited HF model directory.")],
+    model: ModelOpt = None,
+    run_dir: RunDirOpt = None,
+    allow_approximate: Annotated[bool, typer.Option(help="Allow families with post-norms (Gemma-2/3), where the edit is approximate.")] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """Bake the run's refusal-direction ablation into the weights and export an HF model directory."""
+    from refusal_sae.interventions import export_model, orthogonalize_
+
+    handle = _load(model, device, dtype, trust_remote_code, offline)
+    d = _load_direction(run_dir or _default_run_dir(model))
+    orthogonalize_(handle, d.direction, allow_approximate)
+    path = export_model(handle, out_dir)
+    out.print(f"orthogonalised model written to {path} (load it with --model {path})")
 
 
 @app.command("datasets")

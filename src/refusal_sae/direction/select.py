@@ -78,16 +78,19 @@ def score_candidates(handle: ModelHandle, cands: DirectionCandidates, harmful_va
             if r.norm() < 1e-8:  # e.g. layer 0 at template tokens: identical embeddings, no difference
                 scores.append(CandidateScore(pos, layer, math.nan, math.nan, math.nan, False, "zero vector"))
                 continue
+            if layer >= max_layer:  # discarded anyway; not worth three forward passes
+                scores.append(CandidateScore(pos, layer, math.nan, math.nan, math.nan, False,
+                                             f"layer in last {cfg.prune_layer_fraction:.0%}"))
+                continue
             abl = DirectionAblation(r).hooks(handle)
-            bypass = refusal_score_from_logits(last_logits(handle, harmful_val, cfg.batch_size, abl), refusal_tokens)
-            ablated_harmless = last_logits(handle, harmless_val, cfg.batch_size, abl)
-            kl = kl_divergence(clean_harmless, ablated_harmless).mean().item()
+            # harmful and harmless prompts share the ablation hooks: one pass over both
+            ablated = last_logits(handle, [*harmful_val, *harmless_val], cfg.batch_size, abl)
+            bypass = refusal_score_from_logits(ablated[: len(harmful_val)], refusal_tokens)
+            kl = kl_divergence(clean_harmless, ablated[len(harmful_val) :]).mean().item()
             add = ActAdd(r, layer).hooks(handle)
             induce = refusal_score_from_logits(last_logits(handle, harmless_val, cfg.batch_size, add), refusal_tokens)
             s = CandidateScore(pos, layer, bypass.mean().item(), induce.mean().item(), kl, True)
-            if layer >= max_layer:
-                s.kept, s.reason = False, f"layer in last {cfg.prune_layer_fraction:.0%}"
-            elif not math.isfinite(s.kl) or s.kl > cfg.max_kl:
+            if not math.isfinite(s.kl) or s.kl > cfg.max_kl:
                 s.kept, s.reason = False, f"KL {s.kl:.3f} > {cfg.max_kl}"
             elif s.induce < cfg.min_induce:
                 s.kept, s.reason = False, f"induce {s.induce:.2f} < {cfg.min_induce}"
@@ -104,4 +107,5 @@ def choose(scores: Sequence[CandidateScore]) -> CandidateScore:
 
 
 def scores_to_dicts(scores: Sequence[CandidateScore]) -> list[dict]:
-    return [asdict(s) for s in scores]
+    """JSON-ready rows; scores of skipped candidates (NaN) become null."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(s).items()} for s in scores]

@@ -1,0 +1,92 @@
+"""The direction stage end to end: candidates on training splits, selection on validation splits,
+saved into the run directory (``direction/direction.safetensors`` + ``result.json`` with every score)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from refusal_sae.data import load_dataset
+from refusal_sae.direction.diff_in_means import DirectionCandidates, compute_candidates
+from refusal_sae.direction.select import SelectionConfig, choose, score_candidates, scores_to_dicts
+from refusal_sae.models.handle import ModelHandle
+from refusal_sae.runs import RunDir
+from refusal_sae.scoring.refusal_score import discover_refusal_tokens
+
+
+@dataclass
+class DirectionConfig:
+    n_train: int = 128  # per class, from harmful_train / harmless_train
+    n_val: int = 32  # per class, from harmful_val / harmless_val
+    seed: int = 0
+    selection: SelectionConfig = None  # type: ignore[assignment]
+
+    def __post_init__(self):
+        if self.selection is None:
+            self.selection = SelectionConfig()
+        elif isinstance(self.selection, dict):
+            self.selection = SelectionConfig(**self.selection)
+
+    def to_dict(self, model: str) -> dict:
+        d = asdict(self)
+        d["model"] = model
+        return d
+
+
+@dataclass
+class DirectionResult:
+    direction: torch.Tensor  # raw difference-in-means vector of the chosen candidate
+    pos: int
+    layer: int
+    harm: torch.Tensor  # [n_layers, d_model] t_inst harm directions
+    info: dict
+
+    @property
+    def unit(self) -> torch.Tensor:
+        return self.direction / self.direction.norm()
+
+    @classmethod
+    def load(cls, stage_dir: Path) -> DirectionResult:
+        import json
+
+        t = load_file(str(stage_dir / "direction.safetensors"))
+        info = json.loads((stage_dir / "result.json").read_text())
+        return cls(t["direction"], info["chosen"]["pos"], info["chosen"]["layer"], t["harm"], info)
+
+
+def harm_refusal_cosines(cands: DirectionCandidates, pos: int) -> list[float]:
+    r = cands.refusal[pos + cands.refusal.shape[0]]
+    return torch.nn.functional.cosine_similarity(r, cands.harm, dim=-1).nan_to_num(0.0).tolist()
+
+
+def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, data_dir=None) -> DirectionResult:
+    conf = cfg.to_dict(handle.name)
+    stage = run.stage("direction")
+    if run.is_complete("direction", conf):
+        return DirectionResult.load(stage)
+    harmful = load_dataset("harmful_train", data_dir).sample(cfg.n_train, cfg.seed).instructions
+    harmless = load_dataset("harmless_train", data_dir).sample(cfg.n_train, cfg.seed).instructions
+    cand_path = stage / "candidates.safetensors"
+    cands = compute_candidates(handle, harmful, harmless, cfg.selection.batch_size)
+    cands.save(cand_path)
+    tokens = discover_refusal_tokens(handle, load_dataset("harmful_train", data_dir).sample(32, cfg.seed + 1).instructions)
+    harmful_val = load_dataset("harmful_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
+    harmless_val = load_dataset("harmless_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
+    scores = score_candidates(handle, cands, harmful_val, harmless_val, tokens, cfg.selection)
+    best = choose(scores)
+    direction = cands.get(best.pos, best.layer).float()
+    save_file({"direction": direction.contiguous(), "harm": cands.harm.float().contiguous()},
+              str(stage / "direction.safetensors"))
+    info = {
+        "chosen": asdict(best),
+        "refusal_tokens": tokens,
+        "n_train": [cands.n_harmful, cands.n_harmless],
+        "n_val": [len(harmful_val), len(harmless_val)],
+        "candidates": scores_to_dicts(scores),
+        "harm_refusal_cosine_by_layer": harm_refusal_cosines(cands, best.pos),
+    }
+    run.finish("direction", conf, info)
+    return DirectionResult(direction, best.pos, best.layer, cands.harm.float(), run.load("direction"))
