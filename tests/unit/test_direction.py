@@ -1,8 +1,15 @@
 import pytest
 import torch
 
-from refusal_sae.direction import (CandidateScore, DirectionCandidates, SelectionConfig, choose, compute_candidates,
-                                   mean_activations, score_candidates)
+from refusal_sae.direction import (
+    CandidateScore,
+    DirectionCandidates,
+    SelectionConfig,
+    choose,
+    compute_candidates,
+    mean_activations,
+    score_candidates,
+)
 from refusal_sae.errors import ConfigError
 from refusal_sae.scoring.refusal_score import opening_tokens
 

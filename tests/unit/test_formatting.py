@@ -12,7 +12,8 @@ def test_instruction_span_and_post_instruction_tokens(tiny_handle):
     assert tok.decode(p.input_ids[p.inst_start : p.inst_end]) == INSTR
     assert p.t_inst == p.inst_end - 1
     suffix = tok.decode([p.input_ids[i] for i in p.post_inst])
-    expected = "<|im_end|>\n<|im_start|>assistant\n" if "im_start" in tok.chat_template else "<end_of_turn>\n<start_of_turn>model\n"
+    chatml = "im_start" in tok.chat_template
+    expected = "<|im_end|>\n<|im_start|>assistant\n" if chatml else "<end_of_turn>\n<start_of_turn>model\n"
     assert suffix == expected
     assert p.post_inst.stop == len(p.input_ids)
 
@@ -34,7 +35,7 @@ def test_batch_left_pads_and_tracks_t_inst(tiny_llama):
     short, long = "Hi there", INSTR + " Please explain every step in detail."
     batch = tiny_llama.batch([short, long])
     assert batch.attention_mask[0, 0] == 0 and batch.attention_mask[1].all()
-    for row, text in enumerate([short, long]):
+    for row in range(2):
         t = int(batch.t_inst[row])
         p = batch.prompts[row]
         assert batch.input_ids[row, t] == p.input_ids[p.t_inst]

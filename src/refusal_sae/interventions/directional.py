@@ -49,6 +49,7 @@ def adder(vector: torch.Tensor, coeff: float) -> HookFn:
 class DirectionAblation:
     direction: torch.Tensor
     layers: tuple[int, ...] | None = None  # None: every layer
+    last_positions: int | None = None  # ablation acts at every position
 
     def hooks(self, handle: ModelHandle) -> list[tuple[str, HookFn]]:
         _check_dim(handle, self.direction, "ablation direction")
@@ -62,9 +63,23 @@ class ActAdd:
     vector: torch.Tensor
     layer: int
     coeff: float = 1.0
+    last_positions: int | None = None  # None: every position; k: only the last k prompt positions
+
+    def _fn(self) -> HookFn:
+        add = adder(self.vector.float(), self.coeff)
+        if self.last_positions is None:
+            return add
+        k = self.last_positions
+
+        def fn(act: torch.Tensor) -> torch.Tensor:
+            act = act.clone()
+            act[:, -k:] = add(act[:, -k:])
+            return act
+
+        return fn
 
     def hooks(self, handle: ModelHandle) -> list[tuple[str, HookFn]]:
         _check_dim(handle, self.vector, "activation-addition vector")
         if not 0 <= self.layer < handle.n_layers:
             raise ConfigError(f"layer {self.layer} out of range, model has {handle.n_layers} layers")
-        return [(f"blocks.{self.layer}.hook_resid_pre", adder(self.vector.float(), self.coeff))]
+        return [(f"blocks.{self.layer}.hook_resid_pre", self._fn())]

@@ -35,6 +35,11 @@ class ModelHandle:
         return self.model.config
 
     @property
+    def inner(self) -> nn.Module:
+        """The decoder stack without the LM head (``model.model`` for most HF families)."""
+        return self.model.get_submodule(self.arch.layers.rsplit(".", 1)[0])
+
+    @property
     def n_layers(self) -> int:
         return self.model.config.num_hidden_layers
 

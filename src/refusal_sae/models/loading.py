@@ -19,7 +19,7 @@ def resolve_device(device: str = "auto"):
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device) -> "object":
+def resolve_dtype(dtype: str, device) -> object:
     import torch
 
     if dtype == "auto":

@@ -1,0 +1,97 @@
+"""`eval` and `datasets`: refusal rates of a model on a prompt set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from refusal_sae.cli.common import (
+    DataDirOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OfflineOpt,
+    RunDirOpt,
+    TrustOpt,
+    app,
+    default_run_dir,
+    intervention_hooks,
+    load_direction,
+    load_handle,
+    out,
+    slug,
+)
+
+
+@app.command("eval")
+
+
+def eval_cmd(
+    model: ModelOpt = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Registry name (see `refusal-sae datasets`) or a .json/.jsonl/.csv file.")] = "jailbreakbench",
+    n: Annotated[Optional[int], typer.Option("--n", help="Evaluate a seeded sample of N prompts (default: all).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens generated per prompt.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = 32,
+    judge: Annotated[str, typer.Option(help="default | substring | classifier:<model id or dir>.")] = "default",
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="JSONL of prompt, completion, judgement, refusal score (default: runs/eval/<model>__<dataset>.jsonl).")] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+    offline: OfflineOpt = False,
+    intervention: Annotated[str, typer.Option(help="none | ablate (the run's refusal direction, every layer) | actadd (add it at its layer).")] = "none",
+    run_dir: RunDirOpt = None,
+    coeff: Annotated[float, typer.Option(help="Coefficient of --intervention actadd.")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Refused / complied / degenerate rates (95% Wilson CIs) of a model on a prompt set."""
+    from rich.table import Table
+
+    from refusal_sae.data import load_dataset
+    from refusal_sae.scoring import EvalConfig, discover_refusal_tokens, evaluate, get_judge
+
+    prompts = load_dataset(dataset, data_dir, n=n, seed=seed)
+    judge_obj = get_judge(judge)
+    if intervention != "none":  # fail before the slow model load
+        load_direction(run_dir or default_run_dir(model))
+    handle = load_handle(model, device, dtype, trust_remote_code, offline)
+    tokens = discover_refusal_tokens(handle, load_dataset("harmful_train", data_dir).sample(32, seed).instructions)
+    hooks = intervention_hooks(handle, intervention, run_dir, coeff)
+    with handle.hooks(hooks):
+        result = evaluate(handle, prompts, judge_obj, tokens, EvalConfig(max_new_tokens, batch_size))
+    tag = "" if intervention == "none" else f"__{intervention}"
+    path = out_file or Path("runs/eval") / f"{slug(handle.name)}__{slug(prompts.name)}{tag}.jsonl"
+    result.write_jsonl(path)
+    summary = result.summary() | {"jsonl": str(path), "max_new_tokens": max_new_tokens, "seed": seed,
+                                  "intervention": intervention}
+    table = Table(title=f"{handle.name} on {prompts.name} (n={result.n}, {max_new_tokens} greedy tokens)")
+    for col in ("judgement", "rate", "95% CI"):
+        table.add_column(col)
+    for label in ("refused", "complied", "degenerate"):
+        lo, hi = result.interval(label)
+        table.add_row(label, f"{result.rate(label):.3f}", f"[{lo:.3f}, {hi:.3f}]")
+    out.print(table)
+    out.print(f"mean refusal score {result.mean_refusal_score:.3f}; completions in {path}")
+    if as_json:
+        print(json.dumps(summary))
+
+
+@app.command("datasets")
+
+
+def datasets_cmd(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """List the registered datasets with their sizes."""
+    from refusal_sae.data import dataset_names, load_dataset
+
+    rows = []
+    for name in dataset_names():
+        ps = load_dataset(name, data_dir)
+        rows.append({"name": name, "n": len(ps), "test_split": ps.is_test})
+        out.print(f"{name:20s} {len(ps):6d} {'(test: never for training/selection)' if ps.is_test else ''}")
+    if as_json:
+        print(json.dumps(rows))
