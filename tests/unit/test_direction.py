@@ -54,6 +54,15 @@ def test_scoring_filters_and_chooses(tiny_llama):
     assert not scores[0].kept and scores[0].reason == "zero vector"  # layer 0 sees identical template embeddings
     assert not scores[2].kept and "last" in scores[2].reason  # layer 3 of 4 is in the last 20%
     best = choose(scores)
+    # the engine-stacked scores equal a plain hooked computation
+    from refusal_sae.interventions import ActAdd, DirectionAblation
+    from refusal_sae.scoring.refusal_score import refusal_scores
+
+    r = c.get(best.pos, best.layer).float()
+    with h.hooks(DirectionAblation(r).hooks(h)):
+        assert refusal_scores(h, HARMFUL, opening_tokens(h.tokenizer)).mean().item() == pytest.approx(best.bypass, abs=1e-4)
+    with h.hooks(ActAdd(r, best.layer).hooks(h)):
+        assert refusal_scores(h, HARMLESS, opening_tokens(h.tokenizer)).mean().item() == pytest.approx(best.induce, abs=1e-4)
     assert best.kept and best.bypass == min(s.bypass for s in scores if s.kept)
     assert all(s.kl >= -1e-9 for s in scores if s.kept)
 

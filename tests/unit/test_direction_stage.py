@@ -25,7 +25,7 @@ def cli(*args, timeout=300):
 def test_direction_stage_resumes_and_exports(tiny_dir, tmp_path, data_dir):
     run = tmp_path / "run"
     args = ["direction", "--model", str(tiny_dir), "--run-dir", str(run), "--n-train", "6", "--n-val", "4",
-            "--layers", "1-3", "--positions", "-1", "--max-kl", "1e9", "--min-induce", "-1e9", "--json",
+            "--layers", "1-3", "--positions", "-1", "--max-kl", "1e9", "--min-induce", "-1e9", "--json", "--harm-layers", "1,2",
             "--data-dir", str(data_dir)]
     r = cli(*args)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -34,6 +34,8 @@ def test_direction_stage_resumes_and_exports(tiny_dir, tmp_path, data_dir):
     result = json.loads((run / "direction" / "result.json").read_text())
     assert len(result["candidates"]) == 3 and result["n_train"] == [6, 6]
     assert len(result["harm_refusal_cosine_by_layer"]) == 4
+    hv = json.loads((run / "harm_vs_refusal" / "result.json").read_text())
+    assert [r["layer"] for r in hv["rows"]] == [1, 2] and first["harm_vs_refusal"] == hv["rows"]
     stamp = (run / "direction" / "result.json").stat().st_mtime_ns
     r2 = cli(*args)  # same config: skipped, same answer
     assert r2.returncode == 0 and (run / "direction" / "result.json").stat().st_mtime_ns == stamp

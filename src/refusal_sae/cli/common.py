@@ -40,7 +40,7 @@ def command_line() -> str:
 
 
 def int_list(text: str | None) -> tuple[int, ...] | None:
-    """'0,3,5-9' → (0, 3, 5, 6, 7, 8, 9); negative numbers allowed ('-2,-1')."""
+    """'0,3,5-9' → (0, 3, 5, 6, 7, 8, 9); '3-24:3' → every third from 3 to 24; negatives allowed ('-2,-1')."""
     from refusal_sae.errors import ConfigError
 
     if not text:
@@ -48,10 +48,10 @@ def int_list(text: str | None) -> tuple[int, ...] | None:
     vals: list[int] = []
     try:
         for part in text.split(","):
-            part = part.strip()
+            part, _, step = part.strip().partition(":")
             a, sep, b = part[1:].partition("-")
             if sep:
-                vals += list(range(int(part[0] + a), int(b) + 1))
+                vals += list(range(int(part[0] + a), int(b) + 1, int(step or 1)))
             else:
                 vals.append(int(part))
     except ValueError:

@@ -46,6 +46,7 @@ def direction_cmd(
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustOpt = False,
     offline: OfflineOpt = False,
+    harm_layers: Annotated[Optional[str], typer.Option(help="Also compare the t_inst harm direction with the refusal direction at these layers (e.g. '3-24:3').")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Refusal direction by difference in means, selected by bypass / induce / KL (Arditi et al.)."""
@@ -64,9 +65,21 @@ def direction_cmd(
     kept = sorted((s for s in res.info["candidates"] if s["kept"]), key=lambda s: s["bypass"])[:5]
     for s in kept:
         out.print(f"  pos {s['pos']:3d} layer {s['layer']:3d}  bypass {s['bypass']:7.3f}  induce {s['induce']:7.3f}  KL {s['kl']:.4f}")
+    summary = {"model": handle.name, "run_dir": str(run.root), **c,
+               "harm_refusal_cosine_by_layer": res.info["harm_refusal_cosine_by_layer"]}
+    if harm_layers:
+        from refusal_sae.direction.stage import run_harm_vs_refusal_stage
+
+        hv = run_harm_vs_refusal_stage(handle, run, cfg, int_list(harm_layers) or (), data_dir)
+        out.print(f"harm (t_inst) vs refusal (pos {hv['position']}): baseline refusal score harmless "
+                  f"{hv['baseline_harmless']:.2f}, harmful {hv['baseline_harmful']:.2f}")
+        out.print("  layer  cos   add_refusal add_harm  ablate_refusal ablate_harm")
+        for r in hv["rows"]:
+            out.print(f"  {r['layer']:5d} {r['cosine']:5.2f} {r['add_refusal']:11.2f} {r['add_harm']:8.2f} "
+                      f"{r['ablate_refusal']:15.2f} {r['ablate_harm']:11.2f}")
+        summary["harm_vs_refusal"] = hv["rows"]
     if as_json:
-        print(json.dumps({"model": handle.name, "run_dir": str(run.root), **c,
-                          "harm_refusal_cosine_by_layer": res.info["harm_refusal_cosine_by_layer"]}))
+        print(json.dumps(summary))
 
 
 @app.command("orthogonalize")

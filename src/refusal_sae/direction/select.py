@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from refusal_sae.direction.diff_in_means import DirectionCandidates
 from refusal_sae.errors import ConfigError
 from refusal_sae.interventions.directional import ActAdd, DirectionAblation
+from refusal_sae.interventions.engine import EngineConfig, InterventionEngine
 from refusal_sae.models.handle import ModelHandle
-from refusal_sae.scoring.generation import length_sorted_batches
 from refusal_sae.scoring.refusal_score import refusal_score_from_logits
 
 
@@ -46,16 +46,6 @@ class CandidateScore:
     reason: str = ""
 
 
-@torch.no_grad()
-def last_logits(handle: ModelHandle, prompts: Sequence[str], batch_size: int, hooks=()) -> torch.Tensor:
-    formatted = [handle.format(p) for p in prompts]
-    out = torch.empty(len(prompts), handle.config.vocab_size, dtype=torch.float64)
-    with handle.hooks(list(hooks)):
-        for idx in length_sorted_batches([len(p) for p in formatted], batch_size):
-            out[idx] = handle.forward(handle.batch([formatted[i] for i in idx]))[:, -1].double().cpu()
-    return out
-
-
 def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     lp, lq = p_logits.log_softmax(-1), q_logits.log_softmax(-1)
     return (lp.exp() * (lp - lq)).sum(-1)
@@ -63,39 +53,44 @@ def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tenso
 
 def score_candidates(handle: ModelHandle, cands: DirectionCandidates, harmful_val: Sequence[str],
                      harmless_val: Sequence[str], refusal_tokens: Sequence[int],
-                     cfg: SelectionConfig) -> list[CandidateScore]:
+                     cfg: SelectionConfig, engine: InterventionEngine | None = None) -> list[CandidateScore]:
+    """Score every (position, layer) candidate. All positions of one layer run as one stacked batch of
+    intervention sets through the engine (the activation additions also share the layer prefix)."""
+    engine = engine or InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
     layers = cfg.layers if cfg.layers is not None else tuple(range(handle.n_layers))
     positions = cfg.positions if cfg.positions is not None else tuple(cands.positions)
     bad = [L for L in layers if not 0 <= L < handle.n_layers] + [p for p in positions if p not in cands.positions]
     if bad:
         raise ConfigError(f"layers/positions out of range: {bad}")
     max_layer = int(handle.n_layers * (1 - cfg.prune_layer_fraction))  # as in Arditi et al.'s code
-    clean_harmless = last_logits(handle, harmless_val, cfg.batch_size)
-    scores = []
-    for pos in positions:
-        for layer in tqdm(layers, desc=f"candidates at position {pos}", unit="layer"):
+    clean_harmless = engine.last_logits(harmless_val, [[]])[0].double()
+    both = [*harmful_val, *harmless_val]
+    found: dict[tuple[int, int], CandidateScore] = {}
+    for layer in tqdm(layers, desc="scoring candidate directions", unit="layer"):
+        todo = []
+        for pos in positions:
             r = cands.get(pos, layer).float()
             if r.norm() < 1e-8:  # e.g. layer 0 at template tokens: identical embeddings, no difference
-                scores.append(CandidateScore(pos, layer, math.nan, math.nan, math.nan, False, "zero vector"))
-                continue
-            if layer >= max_layer:  # discarded anyway; not worth three forward passes
-                scores.append(CandidateScore(pos, layer, math.nan, math.nan, math.nan, False,
-                                             f"layer in last {cfg.prune_layer_fraction:.0%}"))
-                continue
-            abl = DirectionAblation(r).hooks(handle)
-            # harmful and harmless prompts share the ablation hooks: one pass over both
-            ablated = last_logits(handle, [*harmful_val, *harmless_val], cfg.batch_size, abl)
-            bypass = refusal_score_from_logits(ablated[: len(harmful_val)], refusal_tokens)
-            kl = kl_divergence(clean_harmless, ablated[len(harmful_val) :]).mean().item()
-            add = ActAdd(r, layer).hooks(handle)
-            induce = refusal_score_from_logits(last_logits(handle, harmless_val, cfg.batch_size, add), refusal_tokens)
-            s = CandidateScore(pos, layer, bypass.mean().item(), induce.mean().item(), kl, True)
+                found[pos, layer] = CandidateScore(pos, layer, math.nan, math.nan, math.nan, False, "zero vector")
+            elif layer >= max_layer:  # discarded anyway; not worth the forward passes
+                found[pos, layer] = CandidateScore(pos, layer, math.nan, math.nan, math.nan, False,
+                                                   f"layer in last {cfg.prune_layer_fraction:.0%}")
+            else:
+                todo.append((pos, r))
+        if not todo:
+            continue
+        ablated = engine.last_logits(both, [[DirectionAblation(r)] for _, r in todo]).double()  # [S, P, V]
+        bypass = refusal_score_from_logits(ablated[:, : len(harmful_val)], refusal_tokens).mean(1)
+        kl = kl_divergence(clean_harmless[None], ablated[:, len(harmful_val) :]).mean(1)
+        induce = engine.score(harmless_val, [[ActAdd(r, layer)] for _, r in todo], refusal_tokens).mean(1)
+        for i, (pos, _) in enumerate(todo):
+            s = CandidateScore(pos, layer, bypass[i].item(), induce[i].item(), kl[i].item(), True)
             if not math.isfinite(s.kl) or s.kl > cfg.max_kl:
                 s.kept, s.reason = False, f"KL {s.kl:.3f} > {cfg.max_kl}"
             elif s.induce < cfg.min_induce:
                 s.kept, s.reason = False, f"induce {s.induce:.2f} < {cfg.min_induce}"
-            scores.append(s)
-    return scores
+            found[pos, layer] = s
+    return [found[pos, layer] for pos in positions for layer in layers]
 
 
 def choose(scores: Sequence[CandidateScore]) -> CandidateScore:

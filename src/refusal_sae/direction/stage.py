@@ -3,6 +3,7 @@ saved into the run directory (``direction/direction.safetensors`` + ``result.jso
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from refusal_sae.data import load_dataset
 from refusal_sae.direction.diff_in_means import DirectionCandidates, compute_candidates
+from refusal_sae.direction.harm_vs_refusal import compare, rows_to_dicts
 from refusal_sae.direction.select import SelectionConfig, choose, score_candidates, scores_to_dicts
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.runs import RunDir
@@ -90,3 +92,18 @@ def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, 
     }
     run.finish("direction", conf, info)
     return DirectionResult(direction, best.pos, best.layer, cands.harm.float(), run.load("direction"))
+
+
+def run_harm_vs_refusal_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, layers: Sequence[int],
+                              data_dir=None) -> dict:
+    """Cosine and causal comparison of the t_inst harm direction with the refusal direction, per layer."""
+    conf = cfg.to_dict(handle.name) | {"layers": list(layers)}
+    if run.is_complete("harm_vs_refusal", conf):
+        return run.load("harm_vs_refusal")
+    chosen = run_direction_stage(handle, run, cfg, data_dir)
+    cands = DirectionCandidates.load(run.stage("direction") / "candidates.safetensors")
+    harmful = load_dataset("harmful_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
+    harmless = load_dataset("harmless_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
+    base, rows = compare(handle, cands, chosen.pos, layers, harmful, harmless, chosen.info["refusal_tokens"])
+    run.finish("harm_vs_refusal", conf, {"position": chosen.pos, **base, "rows": rows_to_dicts(rows)})
+    return run.load("harm_vs_refusal")
