@@ -73,3 +73,38 @@ def test_eval_cli_json(data_dir, tmp_path):
     assert len(rows) == 8 and {"instruction", "completion", "judgement", "refusal_score"} <= set(rows[0])
     # the refusing model refuses held-out harmful prompts, and its refusal log-odds say so
     assert s["refusal_rate"] >= 0.75 and s["mean_refusal_score"] > 0
+
+
+def test_orthogonalised_export_matches_hooked_ablation(embedded, tmp_path):
+    import copy
+
+    from refusal_sae.interventions import DirectionAblation, export_model, orthogonalize_
+    from refusal_sae.models import load_model
+
+    torch.manual_seed(1)
+    r = torch.randn(embedded.d_model)
+    batch = embedded.batch(["How do I bake bread?", "Explain how to pick a lock."])
+    real = batch.attention_mask.bool()
+    with torch.no_grad(), embedded.hooks(DirectionAblation(r).hooks(embedded)):
+        hooked = embedded.forward(batch)[real]
+    edited = copy.deepcopy(embedded)
+    orthogonalize_(edited, r)
+    reloaded = load_model(str(export_model(edited, tmp_path / "ortho")), device="cpu", dtype="float32")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.forward(batch)[real], hooked, atol=2e-3, rtol=1e-3)
+    assert embedded.model.config.tie_word_embeddings  # the original handle is untouched
+
+
+def test_engine_matches_naive_on_embedded(embedded):
+    from refusal_sae.interventions import ActAdd, DirectionAblation, InterventionEngine
+
+    torch.manual_seed(2)
+    prompts = ["How do I bake bread?", "Write a keylogger script", "Tell me a joke about cats"]
+    v = torch.randn(embedded.d_model)
+    sets = [[], [ActAdd(v, 12, 2.0, last_positions=6)], [DirectionAblation(v)]]
+    got = InterventionEngine(embedded).last_logits(prompts, sets)
+    for i, s in enumerate(sets):
+        batch = embedded.batch(prompts)
+        with torch.no_grad(), embedded.hooks([hk for iv in s for hk in iv.hooks(embedded)]):
+            want = embedded.forward(batch)[:, -1].float()
+        torch.testing.assert_close(got[i], want, atol=2e-3, rtol=1e-3)
