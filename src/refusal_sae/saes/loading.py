@@ -1,0 +1,158 @@
+"""``SaeSet``: SAEs keyed by hook name, from a sae-lens release or from directories saved by sae-lens.
+
+A folder of SAEs holds one sub-folder per SAE (``cfg.json`` + ``sae_weights.safetensors``, as written by
+``save_inference_model``); ``refusal-sae train-sae`` writes exactly that. The hook name comes from
+``sae.cfg.metadata.hook_name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from refusal_sae.errors import ConfigError, MismatchError, ModelLoadError
+from refusal_sae.models.hooks import hook_name, parse_hook_point
+
+SAE_CFG = "cfg.json"
+
+
+def _layer_key(key: str | int) -> str:
+    return hook_name(key) if isinstance(key, int) else key
+
+
+class SaeSet(Mapping):
+    """Mapping hook name → ``sae_lens.SAE``; also indexable by layer (``saes[12]`` = ``blocks.12.hook_resid_post``)."""
+
+    def __init__(self) -> None:
+        self._saes: dict = {}
+        self.sources: dict[str, str] = {}
+
+    def add(self, sae, source: str) -> None:
+        name = sae.cfg.metadata.hook_name
+        if not name:
+            raise MismatchError(f"SAE from {source} records no hook name (cfg.metadata.hook_name); cannot place it in the model")
+        if name in self._saes:
+            raise ConfigError(f"two SAEs for {name}: {self.sources[name]} and {source}")
+        self._saes[name] = sae
+        self.sources[name] = source
+
+    # --- Mapping ---------------------------------------------------------------------------------
+    def __getitem__(self, key: str | int):
+        return self._saes[_layer_key(key)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._saes)
+
+    def __len__(self) -> int:
+        return len(self._saes)
+
+    def __contains__(self, key) -> bool:
+        return isinstance(key, str | int) and _layer_key(key) in self._saes
+
+    def at_layer(self, layer: int, kind: str = "resid_post"):
+        """The SAE at ``blocks.{layer}.hook_{kind}``, or a ConfigError naming the available ones."""
+        name = hook_name(layer, kind)
+        if name not in self._saes:
+            raise ConfigError(f"no SAE for {name}; available: {', '.join(self._saes) or 'none'}")
+        return self._saes[name]
+
+    # --- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_release(cls, release: str, ids: Sequence[str], device: str = "cpu", dtype: str = "float32") -> SaeSet:
+        from sae_lens import SAE
+
+        if not ids:
+            raise ConfigError(f"no SAE ids given for release {release!r}")
+        out = cls()
+        for sae_id in ids:
+            try:
+                sae = SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
+            except (ValueError, KeyError) as e:
+                raise ConfigError(f"sae-lens release {release!r} has no SAE {sae_id!r}: {str(e).splitlines()[0]}") from e
+            except OSError as e:
+                raise ModelLoadError(f"cannot download SAE {release}/{sae_id} (offline?): {str(e).splitlines()[0]}") from e
+            out.add(sae, f"{release}/{sae_id}")
+        return out
+
+    @classmethod
+    def from_dirs(cls, dirs: Sequence[str | Path], device: str = "cpu", dtype: str | None = None) -> SaeSet:
+        from sae_lens import SAE
+
+        out = cls()
+        for d in dirs:
+            d = Path(d)
+            if not (d / SAE_CFG).is_file():
+                raise ConfigError(f"{d} is not an SAE directory saved by sae-lens (no {SAE_CFG})")
+            try:
+                sae = SAE.load_from_disk(d, device=device, dtype=dtype)
+            except (ValueError, KeyError, OSError) as e:
+                raise ModelLoadError(f"cannot load the SAE in {d}: {str(e).splitlines()[0]}") from e
+            out.add(sae, str(d))
+        return out
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device: str = "cpu", dtype: str | None = None) -> SaeSet:
+        """Every sub-folder holding a saved SAE (or ``folder`` itself when it is one)."""
+        folder = Path(folder)
+        if (folder / SAE_CFG).is_file():
+            return cls.from_dirs([folder], device, dtype)
+        subs = sorted(p for p in folder.iterdir() if p.is_dir() and (p / SAE_CFG).is_file()) if folder.is_dir() else []
+        if not subs:
+            raise ConfigError(f"no SAEs in {folder} (expected sub-folders with {SAE_CFG}); train some with "
+                              "`refusal-sae train-sae` or pass --sae-release/--sae-ids")
+        return cls.from_dirs(subs, device, dtype)
+
+    # --- checks ----------------------------------------------------------------------------------
+    def validate(self, handle) -> None:
+        """Each SAE's width matches the model's d_model and its hook point exists in the model."""
+        for name, sae in self._saes.items():
+            if sae.cfg.d_in != handle.d_model:
+                raise MismatchError(f"SAE for {name} ({self.sources[name]}) has d_in {sae.cfg.d_in} but model "
+                                    f"{handle.name} has d_model {handle.d_model}")
+            try:
+                parse_hook_point(name, handle.n_layers)
+            except ConfigError as e:
+                raise MismatchError(f"SAE {self.sources[name]} does not fit model {handle.name}: {e}") from None
+
+    def layer_of(self, name: str) -> int:
+        return int(name.split(".")[1])
+
+    def describe(self) -> list[dict]:
+        return [{"hook_name": n, "source": self.sources[n], "d_in": s.cfg.d_in, "d_sae": s.cfg.d_sae,
+                 "architecture": s.cfg.architecture()} for n, s in self._saes.items()]
+
+
+@dataclass(frozen=True)
+class SaeSpec:
+    """Where the CLI takes SAEs from: a folder of saved SAEs, or a sae-lens release and ids."""
+
+    folder: Path | None = None
+    release: str | None = None
+    ids: tuple[str, ...] = field(default=())
+
+    def load(self, device: str = "cpu") -> SaeSet:
+        if self.release is not None:
+            return SaeSet.from_release(self.release, self.ids, device)
+        return SaeSet.from_folder(self.folder, device)
+
+    def describe(self) -> str:
+        return f"{self.release} [{', '.join(self.ids)}]" if self.release else str(self.folder)
+
+
+def parse_sae_spec(saes: str | Path | None, release: str | None, ids: str | None,
+                   default_folder: Path | None = None) -> SaeSpec:
+    """``--saes DIR`` or ``--sae-release R --sae-ids a,b`` (else ``default_folder``)."""
+    id_list = tuple(i.strip() for i in (ids or "").split(",") if i.strip())
+    if saes is not None and (release or id_list):
+        raise ConfigError("give either --saes DIR or --sae-release/--sae-ids, not both")
+    if release:
+        if not id_list:
+            raise ConfigError(f"--sae-release {release} needs --sae-ids, e.g. layer_12/width_16k/canonical")
+        return SaeSpec(release=release, ids=id_list)
+    if id_list:
+        raise ConfigError("--sae-ids needs --sae-release")
+    folder = Path(saes) if saes is not None else default_folder
+    if folder is None:
+        raise ConfigError("no SAEs given: pass --saes DIR or --sae-release R --sae-ids a,b")
+    return SaeSpec(folder=folder)
