@@ -18,6 +18,7 @@ def make_refusing_model(
     data_dir: DataDirOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for data sampling, refusal texts, LoRA init and batch order.")] = 0,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = 2e-4,
     n_harmless: Annotated[int, typer.Option(help="harmless_train prompts answered by the base model.")] = 390,
     n_extra_advbench: Annotated[int, typer.Option(help="AdvBench prompts beyond harmful_train (decontaminated against test sets).")] = 140,
     persuasive_pairs: Annotated[bool, typer.Option(help="Add the authored harmful/benign persuasive-writing pairs.")] = True,
@@ -28,7 +29,7 @@ def make_refusing_model(
     from refusal_sae.finetune.tune import TuneConfig, train_adapter
     from refusal_sae.models.embedded import ADAPTER_DIR
 
-    cfg = TuneConfig(seed=seed, epochs=epochs, n_harmless=n_harmless, n_extra_advbench=n_extra_advbench,
+    cfg = TuneConfig(seed=seed, epochs=epochs, lr=lr, n_harmless=n_harmless, n_extra_advbench=n_extra_advbench,
                      persuasive_pairs=persuasive_pairs)
     manifest = train_adapter(cfg, data_dir, out_dir or ADAPTER_DIR, work_dir, command=command_line(), console=err)
     out.print_json(json.dumps(manifest))
