@@ -27,8 +27,6 @@ from refusal_sae.cli.common import (
 
 
 @app.command("direction")
-
-
 def direction_cmd(
     model: ModelOpt = None,
     run_dir: RunDirOpt = None,
@@ -83,8 +81,6 @@ def direction_cmd(
 
 
 @app.command("orthogonalize")
-
-
 def orthogonalize_cmd(
     out_dir: Annotated[Path, typer.Argument(help="Where to write the edited HF model directory.")],
     model: ModelOpt = None,

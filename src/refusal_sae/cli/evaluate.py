@@ -28,8 +28,6 @@ from refusal_sae.cli.common import (
 
 
 @app.command("eval")
-
-
 def eval_cmd(
     model: ModelOpt = None,
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Registry name (see `refusal-sae datasets`) or a .json/.jsonl/.csv file.")] = "jailbreakbench",
@@ -82,8 +80,6 @@ def eval_cmd(
 
 
 @app.command("datasets")
-
-
 def datasets_cmd(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """List the registered datasets with their sizes."""
     from refusal_sae.data import dataset_names, load_dataset

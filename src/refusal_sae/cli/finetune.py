@@ -12,8 +12,6 @@ from refusal_sae.cli.common import DataDirOpt, app, command_line, err, out
 
 
 @app.command("make-refusing-model")
-
-
 def make_refusing_model(
     data_dir: DataDirOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for data sampling, refusal texts, LoRA init and batch order.")] = 0,

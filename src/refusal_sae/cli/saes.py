@@ -54,8 +54,6 @@ def _load_saes(handle, saes, sae_release, sae_ids, run):
 
 
 @app.command("train-sae")
-
-
 def train_sae_cmd(
     layers: Annotated[str, typer.Option(help="Layers whose resid_post gets an SAE, e.g. '6,12' or '4-24:4'.")],
     model: ModelOpt = None,
@@ -117,8 +115,6 @@ def train_sae_cmd(
 
 
 @app.command("sae-metrics")
-
-
 def sae_metrics_cmd(
     model: ModelOpt = None,
     saes: SaesOpt = None,
@@ -173,8 +169,6 @@ def sae_metrics_cmd(
 
 
 @app.command("features")
-
-
 def features_cmd(
     layer: Annotated[int, typer.Option(help="Layer of the SAE (blocks.L.hook_resid_post).")],
     ids: Annotated[str, typer.Option(help="Latent ids, e.g. '12,345'.")],
