@@ -22,19 +22,6 @@ import time
 import torch
 
 
-def random_sae(d_in: int, d_sae: int, k: int, hook: str, seed: int = 0):
-    # Random weights: speed does not depend on what the features mean.
-    from sae_lens.saes.sae import SAEMetadata
-    from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
-
-    torch.manual_seed(seed)
-    sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, metadata=SAEMetadata(hook_name=hook)))
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.normal_(0, 0.05)
-    return sae
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
@@ -51,6 +38,7 @@ def main() -> None:
     from refusal_sae.data import load_dataset
     from refusal_sae.interventions import EngineConfig, FeatureClamp, InterventionEngine
     from refusal_sae.models import load_model
+    from refusal_sae.saes.random import random_topk_sae
     from refusal_sae.scoring.refusal_score import opening_tokens, refusal_score_from_logits
 
     torch.set_grad_enabled(False)
@@ -62,7 +50,8 @@ def main() -> None:
     formatted = [h.format(p) for p in prompts]
     n_post = formatted[0].n_post_inst
     k = n_post if args.positions == "post" else None
-    sae = random_sae(h.d_model, args.width, 32, f"blocks.{layer}.hook_resid_post").to(h.device)
+    # random weights: speed does not depend on what the features mean
+    sae = random_topk_sae(h.d_model, args.width, 32, f"blocks.{layer}.hook_resid_post", std=0.05).to(h.device)
     batch = h.batch(formatted)
     # candidate features = those most often active at the post-instruction positions (as greedy filtering's are)
     acts = h.cache_activations(batch, [f"blocks.{layer}.hook_resid_post"])[f"blocks.{layer}.hook_resid_post"]

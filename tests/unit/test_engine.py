@@ -63,15 +63,9 @@ def test_memory_budget_bounds_sets_per_forward(tiny_llama):
 
 
 def random_sae(d_in, d_sae=128, k=8, hook="blocks.2.hook_resid_post", seed=0):
-    from sae_lens.saes.sae import SAEMetadata
-    from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+    from refusal_sae.saes.random import random_topk_sae
 
-    torch.manual_seed(seed)
-    sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, metadata=SAEMetadata(hook_name=hook)))
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.normal_(0, 0.3)
-    return sae
+    return random_topk_sae(d_in, d_sae, k, hook, std=0.3, seed=seed)
 
 
 def test_feature_clamp_keeps_error_term(tiny_llama):
