@@ -90,6 +90,24 @@ def test_source_drops_padding_and_massive_positions(llama, seqs):
     assert torch.equal(first_a, first_b) and not torch.equal(first_a, next(iter(other))[H1])
 
 
+def test_source_replays_cached_epochs_exactly(llama, seqs):
+    def run(cache_bytes):
+        src = ActivationSource(llama, seqs, [H1, H2], 16, prompt_batch_size=4, epochs=3, drop_last=False,
+                               buffer_tokens=64, seed=3, cache_bytes=cache_bytes)
+        return src, list(src)
+
+    cached, a = run(2**30)
+    plain, b = run(0)
+    tiny, c = run(1)  # the corpus does not fit: falls back to running the model every epoch
+    assert (cached.forward_epochs, plain.forward_epochs, tiny.forward_epochs) == (1, 3, 3)
+    assert len(a) == len(b) == len(c)
+    for x, y, z in zip(a, b, c, strict=True):
+        for h in (H1, H2):
+            assert torch.allclose(x[h], y[h], atol=1e-6) and torch.allclose(x[h], z[h], atol=1e-6)
+    assert cached.stats[H1].to_dict() == plain.stats[H1].to_dict()
+    assert cached.stats[H1].tokens == 3 * sum(len(s) for s in seqs)
+
+
 def test_source_rejects_nan_and_bad_hooks(llama, seqs):
     src = ActivationSource(llama, seqs, [H1], 8, epochs=1)
     with llama.hooks([(H1, lambda a: a * float("nan"))]), pytest.raises(NumericalError):

@@ -69,6 +69,12 @@ class SourceStats:
     def excluded(self) -> int:
         return self.excluded_first + self.excluded_outlier
 
+    def add(self, other: SourceStats) -> None:
+        self.tokens += other.tokens
+        self.kept += other.kept
+        self.excluded_first += other.excluded_first
+        self.excluded_outlier += other.excluded_outlier
+
     def to_dict(self) -> dict:
         return {**asdict(self), "excluded": self.excluded}
 
@@ -132,11 +138,17 @@ class ActivationSource:
 
     ``epochs=None`` cycles over the sequences forever (each epoch in a new seeded order); with a finite number
     the last, smaller batches are yielded unless ``drop_last``.
+
+    ``cache_bytes``: when the kept activations of one pass over the corpus fit in this many bytes, later epochs
+    replay them from memory (in a new seeded order) instead of running the model again. SAE training cycles a
+    small chat corpus many times, so this removes nearly all forward passes after the first epoch; the
+    activations are identical because the model is frozen.
     """
 
     def __init__(self, handle: ModelHandle, sequences: Sequence[FormattedPrompt], hook_names: Sequence[str],
                  batch_size: int, *, prompt_batch_size: int = 16, filt: PositionFilter | None = None,
-                 buffer_tokens: int = 32768, epochs: int | None = None, seed: int = 0, drop_last: bool = True):
+                 buffer_tokens: int = 32768, epochs: int | None = None, seed: int = 0, drop_last: bool = True,
+                 cache_bytes: int = 0):
         if not sequences:
             raise DataError("no sequences to read activations from")
         if batch_size < 1 or prompt_batch_size < 1:
@@ -150,38 +162,59 @@ class ActivationSource:
         corpus_tokens = sum(len(s) for s in self.sequences)
         self.buffer_tokens = max(2 * batch_size, min(buffer_tokens, corpus_tokens))
         self.epochs, self.seed, self.drop_last = epochs, seed, drop_last
+        self.cache_bytes = cache_bytes
         self.stats = {h: SourceStats() for h in self.hooks}
+        self.forward_epochs = 0  # passes that ran the model (the rest were replayed from memory)
 
     def token_chunks(self) -> Iterator[dict[str, torch.Tensor]]:
         """Kept activations ``[n, d_model]`` per hook, one entry per prompt batch, in (seeded) order."""
         epoch = 0
+        # keyed by the batch's sequence indices: a replayed epoch yields exactly what a recomputed one would
+        cache: dict[tuple[int, ...], tuple[dict[str, torch.Tensor], dict[str, SourceStats]]] | None
+        cache = {} if self.cache_bytes > 0 else None
+        cached_bytes = 0
         while self.epochs is None or epoch < self.epochs:
-            kept_this_epoch = dict.fromkeys(self.hooks, 0)
             rng = random.Random(self.seed * 1_000_003 + epoch)
-            for batch in prompt_batches(self.handle, self.sequences, self.prompt_batch_size, rng):
+            if epoch > 0 and cache is not None:
+                groups = length_sorted_batches([len(s) for s in self.sequences], self.prompt_batch_size)
+                rng.shuffle(groups)
+                for idx in groups:
+                    out, deltas = cache[tuple(idx)]
+                    for h in self.hooks:
+                        self.stats[h].add(deltas[h])
+                    yield out
+                epoch += 1
+                continue
+            kept_this_epoch = dict.fromkeys(self.hooks, 0)
+            for idx, batch in indexed_batches(self.handle, self.sequences, self.prompt_batch_size, rng):
                 acts = self.handle.cache_activations(batch, self.hooks)
-                out = {}
+                out, deltas = {}, {}
                 for h in self.hooks:
-                    out[h] = self._keep(h, acts[h], batch.attention_mask)
+                    out[h], deltas[h] = self._keep(h, acts[h], batch.attention_mask)
                     kept_this_epoch[h] += len(out[h])
+                if cache is not None:
+                    cached_bytes += sum(x.numel() * x.element_size() for x in out.values())
+                    if cached_bytes <= self.cache_bytes:
+                        cache[tuple(idx)] = (out, deltas)
+                    else:  # the corpus does not fit: every epoch runs the model
+                        cache = None
                 yield out
+            self.forward_epochs += 1
             empty = [h for h, n in kept_this_epoch.items() if n == 0]
             if empty:
                 raise DataError(f"no ordinary token positions left at {', '.join(empty)} (all padding or massive-norm)")
             epoch += 1
 
-    def _keep(self, hook: str, acts: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _keep(self, hook: str, acts: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, SourceStats]:
         first, outlier = massive_masks(acts, attention_mask, self.filt)
         real = attention_mask.bool()
-        st = self.stats[hook]
-        st.tokens += int(real.sum())
-        st.excluded_first += int(first.sum())
-        st.excluded_outlier += int((outlier & ~first).sum())
         keep = real & ~first & ~outlier
-        st.kept += int(keep.sum())
+        delta = SourceStats(tokens=int(real.sum()), excluded_first=int(first.sum()),
+                            excluded_outlier=int((outlier & ~first).sum()), kept=int(keep.sum()))
+        self.stats[hook].add(delta)
         x = acts[keep].float()
         check_finite(x, hook)
-        return x
+        return x, delta
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed)

@@ -44,6 +44,7 @@ class SaeTrainConfig:
     layers_per_chunk: int = 4
     prompt_batch_size: int = 16
     buffer_tokens: int = 32768
+    activation_cache_gb: float = 4.0  # replay the corpus' activations from memory after epoch 1 when they fit
     save_dtype: str = "float16"  # weights on disk; cfg.json keeps float32, so sae-lens loads them as fp32
     seed: int = 0
     positions: PositionFilter = field(default_factory=PositionFilter)
@@ -136,7 +137,7 @@ def train_saes(handle: ModelHandle, layers: Sequence[int], width: int, k: int, c
         raise ConfigError(f"need width >= 1 and 1 <= k <= width, got width {width}, k {k}")
     out_dir = Path(out_dir)
     conf = {"model": handle.name, "d_model": handle.d_model, "width": width, "k": k, "architecture": "topk",
-            **{key: v for key, v in cfg.to_dict().items() if key != "layers_per_chunk"}}
+            **{key: v for key, v in cfg.to_dict().items() if key not in ("layers_per_chunk", "activation_cache_gb")}}
     if instructions is not None:
         conf["instructions_hash"] = config_hash({"i": list(instructions)})
     results: dict[int, TrainedSae] = {}
@@ -156,7 +157,8 @@ def train_saes(handle: ModelHandle, layers: Sequence[int], width: int, k: int, c
             torch.manual_seed(cfg.seed + chunk[0])
             saes = {n: make_sae(handle.d_model, width, k, cfg, n, handle.name, device) for n in names}
             source = ActivationSource(handle, seqs, names, cfg.batch_size, prompt_batch_size=cfg.prompt_batch_size,
-                                      filt=cfg.positions, buffer_tokens=cfg.buffer_tokens, seed=cfg.seed)
+                                      filt=cfg.positions, buffer_tokens=cfg.buffer_tokens, seed=cfg.seed,
+                                      cache_bytes=int(cfg.activation_cache_gb * 2**30))
             trainer = MultiSAETrainer(_trainer_config(cfg, device), saes, {n: n for n in names}, iter(source))
             trainer.fit()
             for L, n in zip(chunk, names, strict=True):
