@@ -168,6 +168,29 @@ def test_training_lowers_fvu_and_resumes(llama, seqs, trained):
     assert again[0].skipped and (out / H1 / WEIGHTS).stat().st_mtime_ns == stamp
 
 
+def test_committed_saes_are_the_embedded_default_and_match_its_weights(trained, tmp_path, monkeypatch):
+    import shutil
+
+    from refusal_sae.saes import loading
+
+    out, _, res = trained
+    assert res[0].info["config"]["model_revision"] is None  # a model built in memory has no revision
+    committed = tmp_path / "committed"
+    shutil.copytree(out / H1, committed / H1)
+    info = json.loads((committed / H1 / TRAINING_CONFIG).read_text())
+    info["config"]["model_revision"] = "smollm2-135m-refusing-v2-aaaa-bbbb"
+    (committed / H1 / TRAINING_CONFIG).write_text(json.dumps(info))
+    monkeypatch.setattr(loading, "EMBEDDED_SAE_DIR", committed)
+    embedded = SimpleNamespace(name="smollm2-135m-refusing", revision="smollm2-135m-refusing-v2-aaaa-bbbb")
+    assert loading.default_sae_folder(embedded, tmp_path / "run" / "saes") == committed
+    assert loading.default_sae_folder(embedded, out) == out  # SAEs in the run directory come first
+    other = SimpleNamespace(name="some/model", revision=None)
+    assert loading.default_sae_folder(other, tmp_path / "run" / "saes") == tmp_path / "run" / "saes"
+    stale = SimpleNamespace(name="smollm2-135m-refusing", revision="smollm2-135m-refusing-v2-aaaa-cccc")
+    with pytest.raises(MismatchError, match="retrain"):
+        loading.default_sae_folder(stale, tmp_path / "run" / "saes")
+
+
 def test_train_rejects_bad_settings(llama, tmp_path):
     with pytest.raises(ConfigError, match="out of range"):
         train_saes(llama, [4], 32, 4, None, tmp_path, instructions=INSTRUCTIONS)

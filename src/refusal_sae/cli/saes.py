@@ -46,8 +46,10 @@ def _datasets(text: str) -> tuple[str, ...]:
 
 def _load_saes(handle, saes, sae_release, sae_ids, run):
     from refusal_sae.saes import parse_sae_spec
+    from refusal_sae.saes.loading import default_sae_folder
 
-    spec = parse_sae_spec(saes, sae_release, sae_ids, default_folder=run / "saes")
+    default = None if saes or sae_release or sae_ids else default_sae_folder(handle, run / "saes")
+    spec = parse_sae_spec(saes, sae_release, sae_ids, default_folder=default)
     sae_set = spec.load(str(handle.device))
     sae_set.validate(handle)
     return spec, sae_set

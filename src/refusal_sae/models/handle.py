@@ -21,6 +21,7 @@ class ModelHandle:
     tokenizer: object
     name: str
     system_prompt: str | None = None
+    revision: str | None = None  # exact weights identity where known (embedded: GGUF + adapter hashes)
     arch: ArchSpec = field(init=False)
 
     def __post_init__(self) -> None:

@@ -54,8 +54,10 @@ def load_model(
     dt = resolve_dtype(dtype, dev)
     kwargs: dict = {"dtype": dt, "trust_remote_code": trust_remote_code}
     path = Path(spec).expanduser()
+    revision = None
     if spec in EMBEDDED_ALIASES:
         source, name = embedded_model_dir(spec), EMBEDDED_ALIASES[spec]
+        revision = source.name  # <name>-v<cache format>-<gguf sha>[-<adapter sha>]
     elif path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
@@ -79,4 +81,4 @@ def load_model(
             f"provide it (offline?). Details: {str(e).splitlines()[0]}"
         ) from e
     hf_model.to(dev)
-    return ModelHandle(hf_model, tokenizer, name=name, system_prompt=system_prompt)
+    return ModelHandle(hf_model, tokenizer, name=name, system_prompt=system_prompt, revision=revision)

@@ -7,6 +7,7 @@ A folder of SAEs holds one sub-folder per SAE (``cfg.json`` + ``sae_weights.safe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,32 @@ from refusal_sae.errors import ConfigError, MismatchError, ModelLoadError
 from refusal_sae.models.hooks import hook_name, parse_hook_point
 
 SAE_CFG = "cfg.json"
+TRAINING_CONFIG = "training_config.json"
+# SAEs trained by `refusal-sae train-sae` on the embedded refusing model and shipped with the package
+EMBEDDED_SAE_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "saes" / "smollm2-135m-refusing"
+
+
+def _has_saes(folder: Path) -> bool:
+    return folder.is_dir() and any((p / SAE_CFG).is_file() for p in folder.iterdir() if p.is_dir())
+
+
+def default_sae_folder(handle, run_saes: Path) -> Path:
+    """``<run>/saes`` when it holds SAEs; else, for the embedded refusing model, the committed SAEs.
+
+    Committed SAEs are checked against the loaded weights (``model_revision`` in each ``training_config.json``):
+    SAEs of another adapter version would silently describe another model.
+    """
+    from refusal_sae.models.embedded import EMBEDDED_REFUSING
+
+    if _has_saes(run_saes) or handle.name != EMBEDDED_REFUSING:
+        return run_saes
+    for sub in sorted(p for p in EMBEDDED_SAE_DIR.iterdir() if p.is_dir()) if EMBEDDED_SAE_DIR.is_dir() else []:
+        info = json.loads((sub / TRAINING_CONFIG).read_text())
+        if info["config"].get("model_revision") != handle.revision:
+            raise MismatchError(f"committed SAE {sub.name} was trained on {info['config'].get('model_revision')}, "
+                                f"but the embedded model is {handle.revision}; retrain with the command in "
+                                f"{sub / TRAINING_CONFIG}")
+    return EMBEDDED_SAE_DIR if _has_saes(EMBEDDED_SAE_DIR) else run_saes
 
 
 def _layer_key(key: str | int) -> str:

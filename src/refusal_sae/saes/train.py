@@ -25,8 +25,8 @@ from refusal_sae.models.hooks import hook_name, parse_hook_point
 from refusal_sae.runs import config_hash, write_json_atomic
 from refusal_sae.saes.activations import ActivationSource, PositionFilter
 from refusal_sae.saes.corpus import CorpusConfig, build_sequences, n_tokens
+from refusal_sae.saes.loading import TRAINING_CONFIG
 
-TRAINING_CONFIG = "training_config.json"
 WEIGHTS = "sae_weights.safetensors"
 
 
@@ -136,7 +136,8 @@ def train_saes(handle: ModelHandle, layers: Sequence[int], width: int, k: int, c
     if width < 1 or not 1 <= k <= width:
         raise ConfigError(f"need width >= 1 and 1 <= k <= width, got width {width}, k {k}")
     out_dir = Path(out_dir)
-    conf = {"model": handle.name, "d_model": handle.d_model, "width": width, "k": k, "architecture": "topk",
+    conf = {"model": handle.name, "model_revision": handle.revision, "d_model": handle.d_model,
+            "width": width, "k": k, "architecture": "topk",
             **{key: v for key, v in cfg.to_dict().items() if key not in ("layers_per_chunk", "activation_cache_gb")}}
     if instructions is not None:
         conf["instructions_hash"] = config_hash({"i": list(instructions)})
