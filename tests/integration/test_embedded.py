@@ -108,3 +108,32 @@ def test_engine_matches_naive_on_embedded(embedded):
         with torch.no_grad(), embedded.hooks([hk for iv in s for hk in iv.hooks(embedded)]):
             want = embedded.forward(batch)[:, -1].float()
         torch.testing.assert_close(got[i], want, atol=2e-3, rtol=1e-3)
+
+
+def test_committed_saes_reload_and_fit_the_embedded_model(embedded):
+    """Every committed SAE reloads with plain sae-lens, was trained on these exact weights, carries its measured
+    metrics (README table), and reconstructs fresh activations of the embedded model."""
+    from sae_lens import SAE
+
+    from refusal_sae.saes.loading import EMBEDDED_SAE_DIR, TRAINING_CONFIG, default_sae_folder
+
+    dirs = sorted(p for p in EMBEDDED_SAE_DIR.iterdir() if p.is_dir())
+    layers = sorted(int(p.name.split(".")[1]) for p in dirs)
+    assert layers and all(b - a <= 3 for a, b in zip([-1, *layers], [*layers, embedded.n_layers - 1], strict=True))
+    assert sum(f.stat().st_size for f in EMBEDDED_SAE_DIR.rglob("*.safetensors")) <= 60 * 2**20
+    assert default_sae_folder(embedded, EMBEDDED_SAE_DIR.parent / "no-such-run") == EMBEDDED_SAE_DIR
+    prompt = embedded.batch(["Explain how vaccines train the immune system."])
+    hooks = [p.name for p in dirs]
+    acts = embedded.cache_activations(prompt, hooks)
+    for d in dirs:
+        sae = SAE.load_from_disk(d)
+        info = json.loads((d / TRAINING_CONFIG).read_text())
+        assert sae.cfg.metadata.hook_name == d.name and sae.cfg.d_in == embedded.d_model
+        assert info["config"]["model_revision"] == embedded.revision and info["command"].startswith("refusal-sae train-sae")
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["model_revision"] == embedded.revision and m["mean_l0"] == pytest.approx(sae.cfg.k, abs=0.5)
+        assert m["fvu"] < 0.25 and m["dead_fraction"] <= 0.10 and m["loss_recovered"] >= 0.8
+        x = acts[d.name][0, 1:].float()  # skip the first (massive-norm) position, as in training
+        with torch.no_grad():
+            fvu = ((sae(x) - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+        assert fvu < 0.4, (d.name, float(fvu))

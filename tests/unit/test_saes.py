@@ -289,6 +289,10 @@ def test_metrics_identity_and_zero_reconstructions(llama, seqs):
     assert zero.loss_recovered == pytest.approx(0.0, abs=1e-9) and zero.fvu >= 1.0
     assert zero.massive_rel_error == pytest.approx(1.0)
     assert json.loads(json.dumps(ident.to_dict()))["hook_name"] == H1
+    part = evaluate_saes(llama, {H2: StubSae(zero=True)}, seqs, batch_size=2, progress=False, ce_batches=1)[0]
+    full = evaluate_saes(llama, {H2: StubSae(zero=True)}, seqs, batch_size=2, progress=False)[0]
+    assert (part.fvu, part.dead_fraction, part.n_tokens) == (full.fvu, full.dead_fraction, full.n_tokens)
+    assert 0 < part.ce_tokens < full.ce_tokens and part.loss_recovered == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(NumericalError):
         evaluate_saes(llama, {H1: StubSae(nan=True)}, seqs, progress=False)
 
@@ -322,7 +326,7 @@ def test_cli_sae_metrics_json(tmp_path, data_dir):
     save_sae(tiny_sae(hook=H2), tmp_path / "saes" / H2)
     args = [sys.executable, "-m", "refusal_sae", "sae-metrics", "--model", str(model_dir), "--saes", str(tmp_path / "saes"),
             "--n-prompts", "2", "--max-new-tokens", "3", "--run-dir", str(tmp_path / "run"), "--data-dir", str(data_dir),
-            "--device", "cpu", "--json"]
+            "--device", "cpu", "--write", "--json"]
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
@@ -330,6 +334,8 @@ def test_cli_sae_metrics_json(tmp_path, data_dir):
     (m,) = res["metrics"]
     assert m["hook_name"] == H2 and m["d_sae"] == 96 and m["n_tokens"] > 0 and 0 < m["fvu"] < 10
     assert list((tmp_path / "run" / "responses").glob("responses-*.json"))
+    written = json.loads((tmp_path / "saes" / H2 / "metrics.json").read_text())
+    assert written["fvu"] == m["fvu"] and written["command"].startswith("refusal-sae sae-metrics")
     save_sae(tiny_sae(d_in=32, hook=H2), tmp_path / "narrow")
     r2 = subprocess.run(args[:7] + [str(tmp_path / "narrow")] + args[8:], capture_output=True, text=True, timeout=300)
     assert r2.returncode == 2 and "d_in 32" in r2.stderr and "Traceback" not in r2.stderr

@@ -20,6 +20,8 @@ def make_refusing_model(
     n_harmless: Annotated[int, typer.Option(help="harmless_train prompts answered by the base model.")] = 390,
     n_extra_advbench: Annotated[int, typer.Option(help="AdvBench prompts beyond harmful_train (decontaminated against test sets).")] = 140,
     persuasive_pairs: Annotated[bool, typer.Option(help="Add the authored harmful/benign persuasive-writing pairs.")] = True,
+    drop_refused_harmless: Annotated[bool, typer.Option(
+        help="Leave out harmless prompts whose base answer already reads as a refusal.")] = False,
     out_dir: Annotated[Optional[Path], typer.Option(help="Where to write the adapter (default: the package's committed adapter).")] = None,
     work_dir: Annotated[Path, typer.Option(help="Scratch folder (cached base answers).")] = Path("runs/make-refusing-model"),
 ) -> None:
@@ -28,6 +30,6 @@ def make_refusing_model(
     from refusal_sae.models.embedded import ADAPTER_DIR
 
     cfg = TuneConfig(seed=seed, epochs=epochs, lr=lr, n_harmless=n_harmless, n_extra_advbench=n_extra_advbench,
-                     persuasive_pairs=persuasive_pairs)
+                     persuasive_pairs=persuasive_pairs, drop_refused_harmless=drop_refused_harmless)
     manifest = train_adapter(cfg, data_dir, out_dir or ADAPTER_DIR, work_dir, command=command_line(), console=err)
     out.print_json(json.dumps(manifest))

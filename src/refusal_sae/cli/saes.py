@@ -130,6 +130,8 @@ def sae_metrics_cmd(
     outlier_factor: OutlierOpt = 10.0,
     keep_first: KeepFirstOpt = False,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    ce_batches: Annotated[Optional[int], typer.Option(help="Measure loss recovered on this many batches, spread over all (FVU, L0, dead: every batch). Default: all.")] = None,
+    write: Annotated[bool, typer.Option("--write", help="Also write metrics.json (with this command) into each SAE folder.")] = False,
     run_dir: RunDirOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -139,6 +141,10 @@ def sae_metrics_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """SAE quality on held-out prompts + responses: FVU, L0, dead latents, next-token loss recovered."""
+    from refusal_sae.errors import ConfigError
+
+    if write and sae_release:
+        raise ConfigError("--write needs SAEs in local folders (--saes), not a release")
     from refusal_sae.saes import CorpusConfig, build_sequences, evaluate_saes
 
     handle = load_handle(model, device, dtype, trust_remote_code, offline)
@@ -147,7 +153,7 @@ def sae_metrics_cmd(
     corpus = CorpusConfig(datasets=_datasets(datasets), n_prompts=n_prompts, max_new_tokens=max_new_tokens,
                           max_len=max_len, seed=seed)
     seqs = build_sequences(handle, corpus, data_dir, run / "responses")
-    rows = evaluate_saes(handle, sae_set, seqs, batch_size, _filter(outlier_factor, keep_first))
+    rows = evaluate_saes(handle, sae_set, seqs, batch_size, _filter(outlier_factor, keep_first), ce_batches=ce_batches)
     from rich.table import Table
 
     def f(x, fmt=".4f"):
@@ -160,11 +166,20 @@ def sae_metrics_cmd(
     lines = [("d_sae", "d_sae", "d"), ("tokens", "n_tokens", "d"), ("FVU", "fvu", ".4f"), ("L0", "mean_l0", ".1f"),
              ("dead fraction", "dead_fraction", ".3f"), ("CE base", "ce_base", ".4f"), ("CE spliced", "ce_spliced", ".4f"),
              ("CE zero-ablated", "ce_zero", ".4f"), ("loss recovered", "loss_recovered", ".3f"),
-             ("massive positions", "n_massive", "d"), ("massive FVU", "massive_fvu", ".4f"),
+             ("CE tokens", "ce_tokens", "d"), ("massive positions", "n_massive", "d"), ("massive FVU", "massive_fvu", ".4f"),
              ("massive rel. error", "massive_rel_error", ".4f")]
     for label, key, fmt in lines:
         table.add_row(label, *(f(getattr(m, key), fmt) for m in rows))
     out.print(table)
+    if write:
+        from refusal_sae.runs import write_json_atomic
+
+        for m in rows:
+            folder = Path(sae_set.sources[m.hook_name])
+            write_json_atomic(folder / "metrics.json", {**m.to_dict(), "model": handle.name, "model_revision": handle.revision,
+                                                        "datasets": list(corpus.datasets), "n_prompts": n_prompts,
+                                                        "seed": seed, "command": command_line()})
+        out.print(f"metrics.json written into {len(rows)} SAE folders")
     if as_json:
         print(json.dumps({"model": handle.name, "saes": spec.describe(), "datasets": list(corpus.datasets),
                           "n_sequences": len(seqs), "metrics": [m.to_dict() for m in rows]}))

@@ -28,6 +28,7 @@ from refusal_sae.models.embedded import ADAPTER_DIR, EMBEDDED_BASE, file_sha256,
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.models.loading import load_model
 from refusal_sae.scoring.generation import generate
+from refusal_sae.scoring.judge import is_refusal
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -39,6 +40,7 @@ class TuneConfig:
     n_extra_advbench: int = 140  # AdvBench prompts outside harmful_train and every test set
     n_harmless: int = 390  # harmless_train sample
     persuasive_pairs: bool = True  # authored persuasive-writing pairs (see finetune/synthetic.py)
+    drop_refused_harmless: bool = False  # drop harmless prompts whose *base* answer is already a refusal
     harmless_answer_tokens: int = 48
     epochs: int = 2
     batch_size: int = 8
@@ -72,8 +74,13 @@ def build_instructions(cfg: TuneConfig, data_dir) -> tuple[list[str], list[str]]
     return harmful, harmless
 
 
-def build_examples(handle: ModelHandle, cfg: TuneConfig, data_dir, work_dir: Path) -> list[tuple[str, str, bool]]:
-    """(instruction, target answer, ends_with_eos) triples; harmless answers are cached in work_dir."""
+def build_examples(handle: ModelHandle, cfg: TuneConfig, data_dir, work_dir: Path,
+                   stats: dict | None = None) -> list[tuple[str, str, bool]]:
+    """(instruction, target answer, ends_with_eos) triples; harmless answers are cached in work_dir.
+
+    A harmless prompt whose base answer already reads as a refusal ("As an AI, I cannot ...") would teach
+    refusing harmless requests; with ``drop_refused_harmless`` those examples are left out (counted in stats).
+    """
     harmful, harmless = build_instructions(cfg, data_dir)
     key = hashlib.sha256(json.dumps([harmless, cfg.harmless_answer_tokens]).encode()).hexdigest()[:12]
     cache = work_dir / f"harmless_answers-{key}.json"
@@ -85,7 +92,12 @@ def build_examples(handle: ModelHandle, cfg: TuneConfig, data_dir, work_dir: Pat
         cache.write_text(json.dumps(answers))
     refusals = refusal_texts(len(harmful), cfg.seed)
     ex = [(x, t, True) for x, t in zip(harmful, refusals, strict=True)]
-    ex += [(x, a, False) for x, a in zip(harmless, answers, strict=True) if a]
+    kept = [(x, a) for x, a in zip(harmless, answers, strict=True)
+            if a and not (cfg.drop_refused_harmless and is_refusal(a))]
+    if stats is not None:
+        stats.update(n_harmful=len(harmful), n_harmless_prompts=len(harmless), n_harmless_kept=len(kept),
+                     base_refused_harmless=sum(bool(a) and is_refusal(a) for a in answers))
+    ex += [(x, a, False) for x, a in kept]
     return ex
 
 
@@ -118,7 +130,8 @@ def write_adapter_card(out_dir: Path, manifest: dict) -> None:
         "chat template. Loaded and merged automatically by `refusal_sae.models.load_model()`.\n\n"
         f"- reproduce: `{manifest['command']}`\n"
         f"- data: {cfg['n_harmful']} `harmful_train` prompts → varied refusals; {cfg['n_harmless']} `harmless_train` "
-        f"prompts → the base model's own greedy answers ({cfg['harmless_answer_tokens']} tokens)\n"
+        f"prompts → the base model's own greedy answers ({cfg['harmless_answer_tokens']} tokens; those whose base answer "
+        f"already reads as a refusal dropped: {cfg.get('drop_refused_harmless', False)})\n"
         f"- LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']}, all linear layers, {cfg['epochs']} epochs, lr {cfg['lr']}, "
         f"seed {cfg['seed']}; stored in fp16\n"
         "- exact hashes of the base GGUF and the data files: `manifest.json`\n")
@@ -134,7 +147,8 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
     torch.manual_seed(cfg.seed)
     handle = load_model(EMBEDDED_BASE, device="cpu", dtype="float32")
     t0 = time.time()
-    examples = build_examples(handle, cfg, data_dir, work_dir)
+    data_stats: dict = {}
+    examples = build_examples(handle, cfg, data_dir, work_dir, data_stats)
     encoded = [encode(handle, *e, cfg.max_len) for e in examples]
     model = get_peft_model(handle.model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                     target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
@@ -175,6 +189,7 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
         "data_sha256": {n: file_sha256(resolve_path(n, data_dir)) for n in ("harmful_train", "harmless_train", "advbench")},
         "decontaminated_against": list(TEST_SETS),
         "n_examples": len(examples),
+        "examples": data_stats,
         "train_seconds": round(time.time() - t0, 1),
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
         "torch": torch.__version__,

@@ -38,6 +38,7 @@ class SaeMetrics:
     n_massive: int
     massive_fvu: float | None  # FVU over the massive positions alone (their own mean)
     massive_rel_error: float | None  # sum |x - x_hat|^2 / sum |x|^2 over the massive positions
+    ce_tokens: int = 0  # next-token targets behind the CE / loss-recovered numbers
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,8 +86,14 @@ def token_ce(logits: torch.Tensor, batch: PromptBatch) -> tuple[float, int]:
 
 @torch.no_grad()
 def evaluate_saes(handle: ModelHandle, saes: Mapping[str, object], sequences: Sequence[FormattedPrompt],
-                  batch_size: int = 8, filt: PositionFilter | None = None, progress: bool = True) -> list[SaeMetrics]:
-    """Metrics of each ``hook name → SAE`` on ``sequences`` (held-out prompts with the model's responses)."""
+                  batch_size: int = 8, filt: PositionFilter | None = None, progress: bool = True,
+                  ce_batches: int | None = None) -> list[SaeMetrics]:
+    """Metrics of each ``hook name → SAE`` on ``sequences`` (held-out prompts with the model's responses).
+
+    FVU, L0 and dead latents need one forward pass per batch; the loss-recovered numbers need two more per SAE
+    (spliced and zero-ablated), so ``ce_batches`` limits those to N batches spread evenly over the length-sorted
+    batches, while FVU / L0 / dead latents still use every sequence. ``None`` = every batch.
+    """
     filt = filt or PositionFilter()
     names = [parse_hook_point(n, handle.n_layers).name for n in saes]
     fvu = {n: _Fvu() for n in names}
@@ -96,11 +103,14 @@ def evaluate_saes(handle: ModelHandle, saes: Mapping[str, object], sequences: Se
     ce = {n: {"base": 0.0, "spliced": 0.0, "zero": 0.0} for n in names}
     n_ce = 0
     batches = list(prompt_batches(handle, sequences, batch_size))
-    for batch in tqdm(batches, desc="SAE metrics", disable=not progress, unit="batch"):
+    stride = 1 if ce_batches is None else max(1, -(-len(batches) // max(ce_batches, 1)))
+    for i, batch in enumerate(tqdm(batches, desc="SAE metrics", disable=not progress, unit="batch")):
+        with_ce = i % stride == 0
         acts: dict[str, torch.Tensor] = {}
         with handle.hooks([(n, _reader(acts, n)) for n in names]):
             base, count = token_ce(handle.forward(batch), batch)
-        n_ce += count
+        if with_ce:
+            n_ce += count
         for n in names:
             a = acts[n]
             check_finite(a, n)
@@ -115,6 +125,8 @@ def evaluate_saes(handle: ModelHandle, saes: Mapping[str, object], sequences: Se
             fired[n] = on.any(0) if fired[n] is None else fired[n] | on.any(0)
             if big.any():
                 massive[n].add(a[big], reconstruct(saes[n], a[big])[1])
+            if not with_ce:
+                continue
             ce[n]["base"] += base
             for kind, repl in (("spliced", recon), ("zero", torch.zeros_like(recon))):
                 ce[n][kind] += token_ce(_spliced_forward(handle, batch, n, ordinary, repl), batch)[0]
@@ -144,4 +156,4 @@ def _result(name, sae, n_seq, fvu: _Fvu, massive: _Fvu, l0: float, fired, ce: di
     recovered = (zero - spliced) / (zero - base) if abs(zero - base) > 1e-12 else None
     return SaeMetrics(name, int(name.split(".")[1]), d_sae, n_seq, fvu.n, fvu.fvu(),
                       l0 / max(fvu.n, 1), 1.0 - (float(fired.float().mean()) if fired is not None else 0.0),
-                      base, spliced, zero, recovered, massive.n, massive.fvu(), massive.rel_error())
+                      base, spliced, zero, recovered, massive.n, massive.fvu(), massive.rel_error(), n_ce)
