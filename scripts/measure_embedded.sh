@@ -25,7 +25,7 @@ case "${1:-}" in
     SAES=src/refusal_sae/artifacts/saes/smollm2-135m-refusing
     "$RS" train-sae --layers 2-29:3 --width 2304 --k 32 --training-tokens 500000 --batch-size 1024 --lr 2e-3 \
       --dead-tokens 100000 --layers-per-chunk 10 --out "$SAES"
-    "$RS" sae-metrics --saes "$SAES" --n-prompts 300 --write --json | tail -n 1 > runs/sae-metrics.json
+    "$RS" sae-metrics --saes "$SAES" --n-prompts 300 --ce-batches 8 --write --json | tail -n 1 > runs/sae-metrics.json
     ;;
   direction)
     "$RS" direction --harm-layers 2-23:3 --json | tail -n 1 > runs/direction.json
