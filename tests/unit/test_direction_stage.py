@@ -50,3 +50,22 @@ def test_eval_needs_a_direction(tiny_dir, tmp_path):
     r = cli("eval", "--model", str(tiny_dir), "--dataset", "harmful_val", "--n", "2", "--intervention", "ablate",
             "--run-dir", str(tmp_path / "empty"), "--judge", "substring")
     assert r.returncode == 2 and "no refusal direction" in r.stderr
+
+
+def test_direction_stage_keeps_scores_when_all_filtered(tiny_dir, tmp_path, data_dir):
+    run = tmp_path / "run"
+    base = ["direction", "--model", str(tiny_dir), "--run-dir", str(run), "--n-train", "6", "--n-val", "4",
+            "--layers", "1-2", "--positions", "-1", "--data-dir", str(data_dir), "--json"]
+    r = cli(*base, "--max-kl", "-1")  # nothing can pass
+    assert r.returncode == 2 and "lowest KL pos -1 layer" in r.stderr and "Traceback" not in r.stderr
+    scores = run / "direction" / "scores.json"
+    assert scores.is_file() and not (run / "direction" / "result.json").exists()
+    saved = json.loads(scores.read_text())
+    assert [c["layer"] for c in saved["candidates"]] == [1, 2] and not any(c["kept"] for c in saved["candidates"])
+    stamp = scores.stat().st_mtime_ns
+    r2 = cli(*base, "--max-kl", "1e9", "--min-induce", "-1e9")  # relaxed: the measured scores are reused
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert scores.stat().st_mtime_ns == stamp
+    chosen = json.loads(r2.stdout.strip().splitlines()[-1])
+    best = min(saved["candidates"], key=lambda c: c["bypass"])
+    assert (chosen["layer"], chosen["bypass"]) == (best["layer"], best["bypass"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -93,11 +93,36 @@ def score_candidates(handle: ModelHandle, cands: DirectionCandidates, harmful_va
     return [found[pos, layer] for pos in positions for layer in layers]
 
 
-def choose(scores: Sequence[CandidateScore]) -> CandidateScore:
+def apply_filters(scores: Sequence[CandidateScore], cfg: SelectionConfig) -> list[CandidateScore]:
+    """Re-apply the KL / induce thresholds to already measured scores (skipped candidates stay skipped)."""
+    out = []
+    for s in scores:
+        if math.isnan(s.bypass):
+            out.append(s)
+        elif not math.isfinite(s.kl) or s.kl > cfg.max_kl:
+            out.append(replace(s, kept=False, reason=f"KL {s.kl:.3f} > {cfg.max_kl}"))
+        elif s.induce < cfg.min_induce:
+            out.append(replace(s, kept=False, reason=f"induce {s.induce:.2f} < {cfg.min_induce}"))
+        else:
+            out.append(replace(s, kept=True, reason=""))
+    return out
+
+
+def choose(scores: Sequence[CandidateScore], where: str = "") -> CandidateScore:
     kept = [s for s in scores if s.kept]
     if not kept:
-        raise ConfigError("every candidate direction was filtered out (KL, induce or layer limits); "
-                          "relax --max-kl / --min-induce or use more layers")
+        scored = [s for s in scores if not math.isnan(s.bypass)]
+
+        def show(s: CandidateScore) -> str:
+            return f"pos {s.pos} layer {s.layer}: bypass {s.bypass:.2f}, induce {s.induce:.2f}, KL {s.kl:.3f}"
+
+        hint = ""
+        if scored:
+            hint = (f"; lowest KL {show(min(scored, key=lambda s: s.kl))}; highest induce "
+                    f"{show(max(scored, key=lambda s: s.induce))}")
+        raise ConfigError("every candidate direction was filtered out (KL, induce or layer limits)" + hint +
+                          "; relax --max-kl / --min-induce (the measured scores are reused)" +
+                          (f"; all scores: {where}" if where else ""))
     return min(kept, key=lambda s: s.bypass)
 
 

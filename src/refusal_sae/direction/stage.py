@@ -3,6 +3,8 @@ saved into the run directory (``direction/direction.safetensors`` + ``result.jso
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,9 +15,16 @@ from safetensors.torch import load_file, save_file
 from refusal_sae.data import load_dataset
 from refusal_sae.direction.diff_in_means import DirectionCandidates, compute_candidates
 from refusal_sae.direction.harm_vs_refusal import compare, rows_to_dicts
-from refusal_sae.direction.select import SelectionConfig, choose, score_candidates, scores_to_dicts
+from refusal_sae.direction.select import (
+    CandidateScore,
+    SelectionConfig,
+    apply_filters,
+    choose,
+    score_candidates,
+    scores_to_dicts,
+)
 from refusal_sae.models.handle import ModelHandle
-from refusal_sae.runs import RunDir
+from refusal_sae.runs import RunDir, config_hash, write_json_atomic
 from refusal_sae.scoring.refusal_score import discover_refusal_tokens
 
 
@@ -74,11 +83,24 @@ def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, 
     cand_path = stage / "candidates.safetensors"
     cands = compute_candidates(handle, harmful, harmless, cfg.selection.batch_size)
     cands.save(cand_path)
-    tokens = discover_refusal_tokens(handle, load_dataset("harmful_train", data_dir).sample(32, cfg.seed + 1).instructions)
     harmful_val = load_dataset("harmful_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
     harmless_val = load_dataset("harmless_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
-    scores = score_candidates(handle, cands, harmful_val, harmless_val, tokens, cfg.selection)
-    best = choose(scores)
+    # The measured scores are written before the thresholds are applied: a run whose candidates are all
+    # filtered out leaves them to inspect, and a re-run with other --max-kl / --min-induce reuses them.
+    scores_path = stage / "scores.json"
+    scoring_conf = {k: v for k, v in conf.items() if k != "selection"}
+    scoring_conf["selection"] = {k: v for k, v in conf["selection"].items() if k not in ("max_kl", "min_induce")}
+    saved = json.loads(scores_path.read_text()) if scores_path.is_file() else None
+    if saved is not None and saved.get("scoring_config_hash") == config_hash(scoring_conf):
+        tokens = saved["refusal_tokens"]
+        scores = apply_filters([CandidateScore(**{k: (math.nan if v is None else v) for k, v in d.items()})
+                                for d in saved["candidates"]], cfg.selection)
+    else:
+        tokens = discover_refusal_tokens(handle, load_dataset("harmful_train", data_dir).sample(32, cfg.seed + 1).instructions)
+        scores = score_candidates(handle, cands, harmful_val, harmless_val, tokens, cfg.selection)
+        write_json_atomic(scores_path, {"scoring_config_hash": config_hash(scoring_conf), "refusal_tokens": tokens,
+                                        "candidates": scores_to_dicts(scores)})
+    best = choose(scores, str(scores_path))
     direction = cands.get(best.pos, best.layer).float()
     save_file({"direction": direction.contiguous(), "harm": cands.harm.float().contiguous()},
               str(stage / "direction.safetensors"))
