@@ -79,13 +79,19 @@ class SourceStats:
         return {**asdict(self), "excluded": self.excluded}
 
 
-def indexed_batches(handle: ModelHandle, sequences: Sequence[FormattedPrompt], batch_size: int,
-                    rng: random.Random | None = None) -> Iterator[tuple[list[int], PromptBatch]]:
-    """``(indices, batch)`` of similar-length sequences (little padding); batch order shuffled by ``rng`` if given."""
+def batch_groups(sequences: Sequence[FormattedPrompt], batch_size: int,
+                 rng: random.Random | None = None) -> list[list[int]]:
+    """Index groups of similar-length sequences (little padding); group order shuffled by ``rng`` if given."""
     groups = length_sorted_batches([len(s) for s in sequences], batch_size)
     if rng is not None:
         rng.shuffle(groups)
-    for idx in groups:
+    return groups
+
+
+def indexed_batches(handle: ModelHandle, sequences: Sequence[FormattedPrompt], batch_size: int,
+                    rng: random.Random | None = None) -> Iterator[tuple[list[int], PromptBatch]]:
+    """``(indices, batch)`` for each of :func:`batch_groups`."""
+    for idx in batch_groups(sequences, batch_size, rng):
         yield idx, handle.batch([sequences[i] for i in idx])
 
 
@@ -176,9 +182,7 @@ class ActivationSource:
         while self.epochs is None or epoch < self.epochs:
             rng = random.Random(self.seed * 1_000_003 + epoch)
             if epoch > 0 and cache is not None:
-                groups = length_sorted_batches([len(s) for s in self.sequences], self.prompt_batch_size)
-                rng.shuffle(groups)
-                for idx in groups:
+                for idx in batch_groups(self.sequences, self.prompt_batch_size, rng):
                     out, deltas = cache[tuple(idx)]
                     for h in self.hooks:
                         self.stats[h].add(deltas[h])
