@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -49,6 +50,22 @@ class TuneConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     max_len: int = 160
+    # Also drop training prompts whose word set overlaps a test prompt's by this Jaccard index or more
+    # (near-duplicates, e.g. JailbreakBench goals re-worded from AdvBench); None = exact matches only.
+    near_duplicate_jaccard: float | None = None
+
+
+def cli_command(cfg: TuneConfig, device: str = "cpu") -> str:
+    """The ``make-refusing-model`` command line that trains ``cfg`` (every option that differs from the default)."""
+    default, parts = TuneConfig(), ["refusal-sae make-refusing-model", f"--seed {cfg.seed}"]
+    for key, value in asdict(cfg).items():
+        if key == "seed" or value == getattr(default, key):
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts.append((flag if value else "--no-" + flag[2:]) if isinstance(value, bool) else f"{flag} {value}")
+    if device != "cpu":
+        parts.append(f"--device {device}")
+    return " ".join(parts)
 
 
 TEST_SETS = ("jailbreakbench", "harmbench_test", "harmless_test", "xstest")
@@ -58,12 +75,31 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def near_duplicate_filter(test_texts: list[str], threshold: float):
+    """A predicate: is ``text`` a near-duplicate (word-set Jaccard ≥ threshold) of any test text?"""
+    tests = [_words(t) for t in test_texts]
+
+    def is_near(text: str) -> bool:
+        w = _words(text)
+        return any(len(w & t) >= threshold * len(w | t) for t in tests if w or t)
+
+    return is_near
+
+
 def build_instructions(cfg: TuneConfig, data_dir) -> tuple[list[str], list[str]]:
     """Harmful and harmless training instructions, decontaminated against every test set."""
-    banned = {_norm(r.instruction) for name in TEST_SETS for r in load_dataset(name, data_dir)}
+    test_texts = [r.instruction for name in TEST_SETS for r in load_dataset(name, data_dir)]
+    banned = {_norm(t) for t in test_texts}
     harmful = load_dataset("harmful_train", data_dir).sample(cfg.n_harmful, cfg.seed).instructions
     seen = banned | {_norm(x) for x in harmful}
     pool = PromptSet("advbench", [r for r in load_dataset("advbench", data_dir) if _norm(r.instruction) not in seen])
+    if cfg.near_duplicate_jaccard is not None:  # filter the pool before sampling, so n_extra_advbench stays exact
+        is_near = near_duplicate_filter(test_texts, cfg.near_duplicate_jaccard)
+        pool = PromptSet("advbench", [r for r in pool if not is_near(r.instruction)])
     harmful += pool.sample(cfg.n_extra_advbench, cfg.seed).instructions
     harmless = load_dataset("harmless_train", data_dir).sample(cfg.n_harmless, cfg.seed).instructions
     if cfg.persuasive_pairs:
@@ -71,11 +107,15 @@ def build_instructions(cfg: TuneConfig, data_dir) -> tuple[list[str], list[str]]
         harmless += benign_persuasive()
     harmful = [x for x in harmful if _norm(x) not in banned]
     harmless = [x for x in harmless if _norm(x) not in banned]
+    if cfg.near_duplicate_jaccard is not None:
+        is_near = near_duplicate_filter(test_texts, cfg.near_duplicate_jaccard)
+        harmful = [x for x in harmful if not is_near(x)]
+        harmless = [x for x in harmless if not is_near(x)]
     return harmful, harmless
 
 
 def build_examples(handle: ModelHandle, cfg: TuneConfig, data_dir, work_dir: Path,
-                   stats: dict | None = None) -> list[tuple[str, str, bool]]:
+                   stats: dict | None = None, gen_batch_size: int = 32) -> list[tuple[str, str, bool]]:
     """(instruction, target answer, ends_with_eos) triples; harmless answers are cached in work_dir.
 
     A harmless prompt whose base answer already reads as a refusal ("As an AI, I cannot ...") would teach
@@ -87,7 +127,7 @@ def build_examples(handle: ModelHandle, cfg: TuneConfig, data_dir, work_dir: Pat
     if cache.is_file():
         answers = json.loads(cache.read_text())
     else:
-        answers = generate(handle, harmless, max_new_tokens=cfg.harmless_answer_tokens, batch_size=32,
+        answers = generate(handle, harmless, max_new_tokens=cfg.harmless_answer_tokens, batch_size=gen_batch_size,
                            desc="base answers")
         cache.write_text(json.dumps(answers))
     refusals = refusal_texts(len(harmful), cfg.seed)
@@ -138,17 +178,22 @@ def write_adapter_card(out_dir: Path, manifest: dict) -> None:
 
 
 def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, work_dir: Path | None = None,
-                  command: str = "", console: Console | None = None) -> dict:
+                  command: str = "", console: Console | None = None, device: str = "cpu",
+                  gen_batch_size: int = 32) -> dict:
+    """Train the safety LoRA and write it (fp16 safetensors + manifest + card) to ``out_dir``.
+
+    ``device`` changes only speed and float rounding (fp32 either way); it is recorded in the manifest.
+    """
     from peft import LoraConfig, get_peft_model
 
     console = console or Console(stderr=True)
     work_dir = Path(work_dir or "runs/make-refusing-model")
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    handle = load_model(EMBEDDED_BASE, device="cpu", dtype="float32")
+    handle = load_model(EMBEDDED_BASE, device=device, dtype="float32")
     t0 = time.time()
     data_stats: dict = {}
-    examples = build_examples(handle, cfg, data_dir, work_dir, data_stats)
+    examples = build_examples(handle, cfg, data_dir, work_dir, data_stats, gen_batch_size)
     encoded = [encode(handle, *e, cfg.max_len) for e in examples]
     model = get_peft_model(handle.model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                     target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
@@ -163,7 +208,8 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
         order = list(range(len(encoded)))
         rng.shuffle(order)
         for b in range(0, len(order), cfg.batch_size):
-            ids, labels, mask = _pad([encoded[i] for i in order[b : b + cfg.batch_size]], handle.tokenizer.pad_token_id)
+            ids, labels, mask = (t.to(handle.device) for t in
+                                 _pad([encoded[i] for i in order[b : b + cfg.batch_size]], handle.tokenizer.pad_token_id))
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -193,6 +239,7 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
         "train_seconds": round(time.time() - t0, 1),
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
         "torch": torch.__version__,
+        "device": str(handle.device),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     write_adapter_card(tmp, manifest)
