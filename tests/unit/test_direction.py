@@ -76,3 +76,34 @@ def test_bad_layer_rejected(tiny_llama):
     c = compute_candidates(tiny_llama, HARMFUL[:1], HARMLESS[:1])
     with pytest.raises(ConfigError):
         score_candidates(tiny_llama, c, HARMFUL, HARMLESS, [0], SelectionConfig(layers=(9,)))
+
+
+def test_massive_mask_uses_real_tokens_only():
+    from refusal_sae.direction.diff_in_means import massive_mask
+
+    acts = torch.ones(1, 4, 1, 3)
+    acts[0, 1] *= 100.0  # massive
+    acts[0, 0] *= 1000.0  # padding: ignored, and not counted in the median
+    mask = massive_mask(acts, torch.tensor([[0, 1, 1, 1]]), ratio=5.0)
+    assert mask[0, :, 0].tolist() == [False, True, False, False]
+
+
+def test_massive_direction_is_found_and_projected_out(tiny_llama):
+    """A planted attention-sink-like activation (huge, fixed direction at the first token) is found, and the
+    candidates carry no component along it; massive_k=0 leaves plain difference-in-means."""
+    h = tiny_llama
+    e = torch.zeros(h.d_model)
+    e[3] = 1.0
+
+    def plant(act):
+        act = act.clone()
+        act[:, 0] += 500.0 * e.to(act.dtype)  # batch_size=1: position 0 is the first token
+        return act
+
+    with h.hooks([("blocks.1.hook_resid_pre", plant)]):
+        plain = compute_candidates(h, HARMFUL, HARMLESS, batch_size=1, massive_k=0)
+        cleaned = compute_candidates(h, HARMFUL, HARMLESS, batch_size=1, massive_k=1)
+    assert plain.massive is None and cleaned.massive.shape == (1, h.d_model)
+    assert abs(cleaned.massive[0] @ e.double()) > 0.99
+    assert cleaned.refusal[:, 1:].matmul(cleaned.massive[0]).abs().max() < 1e-9
+    assert plain.refusal[:, 1:].matmul(cleaned.massive[0]).abs().max() > 1e-6

@@ -39,6 +39,8 @@ def direction_cmd(
     prune_layer_fraction: Annotated[float, typer.Option(help="Discard candidates in this last fraction of layers.")] = 0.2,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = 32,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    massive_k: Annotated[int, typer.Option(help="Massive-activation (attention-sink) directions projected out of every candidate; 0 = Arditi et al. as is.")] = 4,
+    massive_ratio: Annotated[float, typer.Option(help="A position is massive when its residual norm is at least this times the prompt's median.")] = 5.0,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -53,7 +55,7 @@ def direction_cmd(
     from refusal_sae.runs import RunDir
 
     sel = SelectionConfig(prune_layer_fraction, max_kl, min_induce, int_list(layers), int_list(positions), batch_size)
-    cfg = DirectionConfig(n_train, n_val, seed, sel)
+    cfg = DirectionConfig(n_train, n_val, seed, massive_k=massive_k, massive_ratio=massive_ratio, selection=sel)
     handle = load_handle(model, device, dtype, trust_remote_code, offline)
     run = RunDir(run_dir or default_run_dir(model))
     res = run_direction_stage(handle, run, cfg, data_dir)

@@ -3,6 +3,15 @@
 For every layer (``blocks.L.hook_resid_pre``) and every post-instruction position, the refusal candidate is
 ``mean(harmful) − mean(harmless)``; the harmfulness direction is the same difference read at the
 instruction's last token ``t_inst``. Means accumulate in float64.
+
+**Massive-activation directions.** Small chat models carry a few positions (the first token of the chat
+template, attention sinks) whose residual norm is 10–150× the median. A difference-in-means vector has a
+tiny component along those directions (cosine ~0.03 on the embedded SmolLM2), but ablation multiplies it by
+the huge norm: on the embedded model, ablating layer-6…14 candidates raised harmless KL to 3–5 nats and
+"bypassed" refusal only by breaking the model. So, by default, the top ``massive_k`` principal directions of
+the massive positions' (unit) residuals, pooled over layers, are projected out of every candidate
+(``massive_k=0`` reproduces Arditi et al. exactly). Measured effect: layer-6 KL 4.82 → 0.12 and its bypass score
+from −0.59 back to 1.64 (clean 2.13): those candidates never carried refusal.
 """
 
 from __future__ import annotations
@@ -25,11 +34,22 @@ class MeanActivations:
     post_inst: torch.Tensor  # [n_post, n_layers, d_model], positions −n_post..−1
     t_inst: torch.Tensor  # [n_layers, d_model]
     n: int
+    massive_gram: torch.Tensor | None = None  # [d_model, d_model]: Σ u uᵀ over unit residuals at massive positions
+    n_massive: int = 0
+
+
+def massive_mask(acts: torch.Tensor, attention_mask: torch.Tensor, ratio: float) -> torch.Tensor:
+    """``acts [B, T, L, d]`` → bool ``[B, T, L]``: real tokens whose norm is ≥ ratio × the median norm of
+    the real tokens of the same prompt and layer."""
+    norms = acts.norm(dim=-1)
+    valid = attention_mask.bool().to(norms.device)[:, :, None].expand_as(norms)
+    median = norms.masked_fill(~valid, float("nan")).nanmedian(dim=1).values  # [B, L]
+    return valid & (norms >= ratio * median[:, None, :])
 
 
 @torch.no_grad()
 def mean_activations(handle: ModelHandle, instructions: Sequence[str], batch_size: int = 32,
-                     desc: str = "activations") -> MeanActivations:
+                     desc: str = "activations", massive_ratio: float | None = 5.0) -> MeanActivations:
     if not instructions:
         raise ConfigError("no prompts to average")
     prompts = [handle.format(i) for i in instructions]
@@ -40,6 +60,8 @@ def mean_activations(handle: ModelHandle, instructions: Sequence[str], batch_siz
     names = [f"blocks.{L}.hook_resid_pre" for L in range(handle.n_layers)]
     post = torch.zeros(n_post_i, handle.n_layers, handle.d_model, dtype=torch.float64)
     tinst = torch.zeros(handle.n_layers, handle.d_model, dtype=torch.float64)
+    gram = torch.zeros(handle.d_model, handle.d_model, dtype=torch.float64)
+    n_massive = 0
     for idx in tqdm(length_sorted_batches([len(p) for p in prompts], batch_size), desc=desc, unit="batch"):
         batch = handle.batch([prompts[i] for i in idx])
         cache = handle.cache_activations(batch, names)
@@ -47,7 +69,28 @@ def mean_activations(handle: ModelHandle, instructions: Sequence[str], batch_siz
         post += acts[:, -n_post_i:].sum(0)
         rows = torch.arange(len(idx))
         tinst += acts[rows, batch.t_inst.cpu()].sum(0)
-    return MeanActivations(post / len(prompts), tinst / len(prompts), len(prompts))
+        if massive_ratio is not None:
+            big = acts[massive_mask(acts, batch.attention_mask.cpu(), massive_ratio)]  # [M, d]
+            u = big / big.norm(dim=-1, keepdim=True)
+            gram += u.T @ u
+            n_massive += len(u)
+    return MeanActivations(post / len(prompts), tinst / len(prompts), len(prompts), gram, n_massive)
+
+
+def top_directions(gram: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-``k`` eigenvectors of a Gram matrix as rows ``[k, d]`` (orthonormal)."""
+    if k <= 0 or not gram.abs().sum():
+        return torch.zeros(0, gram.shape[0], dtype=torch.float64)
+    vals, vecs = torch.linalg.eigh(gram)
+    return vecs[:, vals.argsort(descending=True)[:k]].T.contiguous()
+
+
+def project_out(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Remove from ``vectors [..., d]`` their components in the span of orthonormal rows ``basis [k, d]``."""
+    if len(basis) == 0:
+        return vectors
+    b = basis.to(vectors.dtype)
+    return vectors - (vectors @ b.T) @ b
 
 
 @dataclass
@@ -56,6 +99,7 @@ class DirectionCandidates:
     harm: torch.Tensor  # [n_layers, d_model]: harmful − harmless at t_inst
     n_harmful: int
     n_harmless: int
+    massive: torch.Tensor | None = None  # [k, d_model]: the directions projected out of refusal and harm
 
     @property
     def positions(self) -> list[int]:
@@ -66,17 +110,27 @@ class DirectionCandidates:
         return self.refusal[pos + self.refusal.shape[0], layer]
 
     def save(self, path: Path) -> None:
+        massive = self.massive if self.massive is not None else torch.zeros(0, self.refusal.shape[-1])
         save_file({"refusal": self.refusal.contiguous(), "harm": self.harm.contiguous(),
-                   "counts": torch.tensor([self.n_harmful, self.n_harmless])}, str(path))
+                   "counts": torch.tensor([self.n_harmful, self.n_harmless]),
+                   "massive": massive.to(self.refusal.dtype).contiguous()}, str(path))
 
     @classmethod
     def load(cls, path: Path) -> DirectionCandidates:
         t = load_file(str(path))
-        return cls(t["refusal"], t["harm"], int(t["counts"][0]), int(t["counts"][1]))
+        return cls(t["refusal"], t["harm"], int(t["counts"][0]), int(t["counts"][1]), t.get("massive"))
 
 
 def compute_candidates(handle: ModelHandle, harmful: Sequence[str], harmless: Sequence[str],
-                       batch_size: int = 32) -> DirectionCandidates:
-    a = mean_activations(handle, harmful, batch_size, "harmful activations")
-    b = mean_activations(handle, harmless, batch_size, "harmless activations")
-    return DirectionCandidates(a.post_inst - b.post_inst, a.t_inst - b.t_inst, a.n, b.n)
+                       batch_size: int = 32, massive_k: int = 4, massive_ratio: float = 5.0) -> DirectionCandidates:
+    """Difference-in-means candidates; with ``massive_k > 0`` the massive-activation directions found in
+    these same prompts are projected out of them (see the module docstring)."""
+    ratio = massive_ratio if massive_k > 0 else None
+    a = mean_activations(handle, harmful, batch_size, "harmful activations", ratio)
+    b = mean_activations(handle, harmless, batch_size, "harmless activations", ratio)
+    refusal, harm = a.post_inst - b.post_inst, a.t_inst - b.t_inst
+    massive = None
+    if massive_k > 0:
+        massive = top_directions(a.massive_gram + b.massive_gram, massive_k)
+        refusal, harm = project_out(refusal, massive), project_out(harm, massive)
+    return DirectionCandidates(refusal, harm, a.n, b.n, massive)

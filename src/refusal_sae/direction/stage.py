@@ -33,6 +33,8 @@ class DirectionConfig:
     n_train: int = 128  # per class, from harmful_train / harmless_train
     n_val: int = 32  # per class, from harmful_val / harmless_val
     seed: int = 0
+    massive_k: int = 4  # massive-activation directions projected out of the candidates (0: Arditi et al. as is)
+    massive_ratio: float = 5.0  # a position is massive when its norm is ≥ this × the prompt's median norm
     selection: SelectionConfig = None  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -81,7 +83,7 @@ def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, 
     harmful = load_dataset("harmful_train", data_dir).sample(cfg.n_train, cfg.seed).instructions
     harmless = load_dataset("harmless_train", data_dir).sample(cfg.n_train, cfg.seed).instructions
     cand_path = stage / "candidates.safetensors"
-    cands = compute_candidates(handle, harmful, harmless, cfg.selection.batch_size)
+    cands = compute_candidates(handle, harmful, harmless, cfg.selection.batch_size, cfg.massive_k, cfg.massive_ratio)
     cands.save(cand_path)
     harmful_val = load_dataset("harmful_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
     harmless_val = load_dataset("harmless_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
@@ -108,6 +110,7 @@ def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, 
         "chosen": asdict(best),
         "refusal_tokens": tokens,
         "n_train": [cands.n_harmful, cands.n_harmless],
+        "massive_directions_removed": 0 if cands.massive is None else len(cands.massive),
         "n_val": [len(harmful_val), len(harmless_val)],
         "candidates": scores_to_dicts(scores),
         "harm_refusal_cosine_by_layer": harm_refusal_cosines(cands, best.pos),
