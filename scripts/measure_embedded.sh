@@ -22,15 +22,34 @@ case "${1:-}" in
     for d in jailbreakbench harmbench_test xstest_safe; do ev "tuned/$d" --dataset "$d"; done
     ;;
   saes)
+    # Width 2560 keeps all ten within 60 MB of fp16. Later layers need more active latents for FVU <= 0.15:
+    # k=48 at layers 2-20, 80 at 23, 128 at 26 and 29 (measured: k=48 gave FVU 0.165/0.191/0.195 there).
     SAES=src/refusal_sae/artifacts/saes/smollm2-135m-refusing
-    "$RS" train-sae --layers 2-29:3 --width 2304 --k 32 --training-tokens 500000 --batch-size 1024 --lr 2e-3 \
-      --dead-tokens 100000 --layers-per-chunk 10 --out "$SAES"
+    COMMON="--width 2560 --n-prompts 512 --training-tokens 600000 --batch-size 1024 --lr 2e-3 --dead-tokens 100000 --layers-per-chunk 10 --out $SAES"
+    "$RS" train-sae --layers 2-20:3 --k 48 $COMMON
+    "$RS" train-sae --layers 23 --k 80 $COMMON
+    "$RS" train-sae --layers 26,29 --k 128 $COMMON
     "$RS" sae-metrics --saes "$SAES" --n-prompts 300 --ce-batches 8 --write --json | tail -n 1 > runs/sae-metrics.json
     ;;
   direction)
-    "$RS" direction --harm-layers 2-23:3 --json | tail -n 1 > runs/direction.json
+    # Selection as measured (README): all 260 harmful_train prompts per class, candidate layers 6-23 (the last 20% are
+    # pruned anyway), KL bound relaxed to 0.16 because no candidate of this 135M model reaches 0.1.
+    "$RS" direction ${DIRECTION_ARGS:---n-train 260 --layers 6-23 --max-kl 0.16} --harm-layers 2-23:3 --json | tail -n 1 > runs/direction.json
     for d in jailbreakbench harmbench_test; do ev "ablate/$d" --dataset "$d" --intervention ablate; done
     ev "actadd/harmless_test" --dataset harmless_test --n 100 --intervention actadd
+    # Activation-addition coefficient calibrated on harmless_val (never on test): the smallest of these whose
+    # addition makes ≥ 90% of 100 harmless_val prompts refused; then measured once on harmless_test.
+    for c in 1.0 1.25 1.5 2.0; do ev "actadd-val/$c" --dataset harmless_val --n 100 --intervention actadd --coeff "$c"; done
+    COEFF=$(python3 -c "
+import json, sys
+last = {}
+for line in open('$LOG'):
+    d = json.loads(line)
+    if d['label'].startswith('actadd-val/'):
+        last[float(d['label'].split('/')[1])] = d['refusal_rate']
+ok = [c for c in sorted(last) if last[c] >= 0.9]
+print(ok[0] if ok else max(last))")
+    ev "actadd-calibrated/harmless_test/$COEFF" --dataset harmless_test --n 100 --intervention actadd --coeff "$COEFF"
     "$RS" orthogonalize runs/ortho-smollm2
     for d in jailbreakbench harmbench_test; do ev "ortho/$d" --dataset "$d" --model runs/ortho-smollm2; done
     ;;

@@ -131,7 +131,8 @@ def test_committed_saes_reload_and_fit_the_embedded_model(embedded):
         assert sae.cfg.metadata.hook_name == d.name and sae.cfg.d_in == embedded.d_model
         assert info["config"]["model_revision"] == embedded.revision and info["command"].startswith("refusal-sae train-sae")
         m = json.loads((d / "metrics.json").read_text())
-        assert m["model_revision"] == embedded.revision and m["mean_l0"] == pytest.approx(sae.cfg.k, abs=0.5)
+        # TopK keeps the k largest pre-activations, then ReLU: a token can have fewer than k positive ones
+        assert m["model_revision"] == embedded.revision and 0.95 * sae.cfg.k <= m["mean_l0"] <= sae.cfg.k
         assert m["fvu"] < 0.25 and m["dead_fraction"] <= 0.10 and m["loss_recovered"] >= 0.8
         x = acts[d.name][0, 1:].float()  # skip the first (massive-norm) position, as in training
         with torch.no_grad():
