@@ -138,3 +138,25 @@ def test_committed_saes_reload_and_fit_the_embedded_model(embedded):
         with torch.no_grad():
             fvu = ((sae(x) - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
         assert fvu < 0.4, (d.name, float(fvu))
+
+
+def test_tune_sweep_trains_validates_selects_and_resumes(tmp_path, data_dir):
+    """A two-candidate sweep on the embedded base: adapters and validation results are written, the selection
+    rule picks one of them, and a re-run reuses both instead of training again."""
+    from refusal_sae.finetune.sweep import SweepConfig, run_sweep
+    from refusal_sae.finetune.tune import TuneConfig
+
+    tiny = {"n_harmful": 6, "n_extra_advbench": 2, "n_harmless": 6, "persuasive_pairs": False, "epochs": 1,
+            "max_len": 96}
+    configs = [TuneConfig(**tiny), TuneConfig(**tiny, lr=1e-3)]
+    sweep = SweepConfig(n_harmless_val=4, n_harmful_val=4, max_new_tokens=8)
+    out = run_sweep(configs, tmp_path, data_dir, sweep)
+    assert len(out["results"]) == 2 and out["chosen"] in {r["key"] for r in out["results"]}
+    for r in out["results"]:
+        assert (tmp_path / r["key"] / "adapter" / "adapter_model.safetensors").is_file()
+        assert r["val"]["harmful_val"]["n"] == 4 and r["val"]["harmless_val"]["n"] == 4
+        assert 0.0 <= r["val"]["harmful_val"]["refusal_rate"] <= 1.0
+    stamps = {r["key"]: (tmp_path / r["key"] / "val.json").stat().st_mtime_ns for r in out["results"]}
+    again = run_sweep(configs, tmp_path, data_dir, sweep)
+    assert again["chosen"] == out["chosen"]
+    assert stamps == {r["key"]: (tmp_path / r["key"] / "val.json").stat().st_mtime_ns for r in again["results"]}

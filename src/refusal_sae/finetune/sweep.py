@@ -24,6 +24,7 @@ from refusal_sae.scoring.judge import REFUSED, Judge, get_judge
 @dataclass
 class SweepConfig:
     n_harmless_val: int = 400
+    n_harmful_val: int | None = None  # None: all of harmful_val (39)
     max_harmless_refusal: float = 0.05  # the over-refusal target, applied to harmless_val
     max_new_tokens: int = 64
     judge: str = "substring"  # refusal is judged by phrases; the embedding judge adds nothing to the rule
@@ -71,7 +72,7 @@ def run_sweep(configs: list[TuneConfig], out_root: Path, data_dir=None, sweep: S
     sweep = sweep or SweepConfig()
     console = console or Console(stderr=True)
     out_root.mkdir(parents=True, exist_ok=True)
-    sets = {"harmful_val": load_dataset("harmful_val", data_dir),
+    sets = {"harmful_val": load_dataset("harmful_val", data_dir).sample(sweep.n_harmful_val, sweep.seed),
             "harmless_val": load_dataset("harmless_val", data_dir).sample(sweep.n_harmless_val, sweep.seed)}
     judge = get_judge(sweep.judge)
     t0, results = time.time(), []
