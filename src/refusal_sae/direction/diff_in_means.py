@@ -35,12 +35,12 @@ class MeanActivations:
     t_inst: torch.Tensor  # [n_layers, d_model]
     n: int
     massive_gram: torch.Tensor | None = None  # [d_model, d_model]: Σ u uᵀ over unit residuals at massive positions
-    n_massive: int = 0
 
 
 def massive_mask(acts: torch.Tensor, attention_mask: torch.Tensor, ratio: float) -> torch.Tensor:
     """``acts [B, T, L, d]`` → bool ``[B, T, L]``: real tokens whose norm is ≥ ratio × the median norm of
-    the real tokens of the same prompt and layer."""
+    the real tokens of the same prompt and layer. (SAE training's ``saes.activations.massive_masks`` compares with
+    the median of a whole one-layer batch; here all layers come at once and each prompt is its own reference.)"""
     norms = acts.norm(dim=-1)
     valid = attention_mask.bool().to(norms.device)[:, :, None].expand_as(norms)
     median = norms.masked_fill(~valid, float("nan")).nanmedian(dim=1).values  # [B, L]
@@ -61,7 +61,6 @@ def mean_activations(handle: ModelHandle, instructions: Sequence[str], batch_siz
     post = torch.zeros(n_post_i, handle.n_layers, handle.d_model, dtype=torch.float64)
     tinst = torch.zeros(handle.n_layers, handle.d_model, dtype=torch.float64)
     gram = torch.zeros(handle.d_model, handle.d_model, dtype=torch.float64)
-    n_massive = 0
     for idx in tqdm(length_sorted_batches([len(p) for p in prompts], batch_size), desc=desc, unit="batch"):
         batch = handle.batch([prompts[i] for i in idx])
         cache = handle.cache_activations(batch, names)
@@ -73,8 +72,7 @@ def mean_activations(handle: ModelHandle, instructions: Sequence[str], batch_siz
             big = acts[massive_mask(acts, batch.attention_mask.cpu(), massive_ratio)]  # [M, d]
             u = big / big.norm(dim=-1, keepdim=True)
             gram += u.T @ u
-            n_massive += len(u)
-    return MeanActivations(post / len(prompts), tinst / len(prompts), len(prompts), gram, n_massive)
+    return MeanActivations(post / len(prompts), tinst / len(prompts), len(prompts), gram)
 
 
 def top_directions(gram: torch.Tensor, k: int) -> torch.Tensor:

@@ -8,7 +8,6 @@ reused on a re-run, so an interrupted sweep resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -17,7 +16,8 @@ from pathlib import Path
 from rich.console import Console
 
 from refusal_sae.data import load_dataset
-from refusal_sae.finetune.tune import TuneConfig, train_adapter
+from refusal_sae.finetune.tune import TuneConfig, cli_command, train_adapter
+from refusal_sae.runs import config_hash
 from refusal_sae.scoring.judge import REFUSED, Judge, get_judge
 
 
@@ -32,7 +32,7 @@ class SweepConfig:
 
 
 def config_key(cfg: TuneConfig) -> str:
-    return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+    return config_hash(asdict(cfg))[:10]
 
 
 def evaluate_adapter(adapter_dir: Path, sets: dict, judge: Judge, device: str, max_new_tokens: int,
@@ -87,7 +87,7 @@ def run_sweep(configs: list[TuneConfig], out_root: Path, data_dir=None, sweep: S
             continue
         manifest = train_adapter(cfg, data_dir, cdir / "adapter", out_root / "work", console=console,
                                  device=device, gen_batch_size=128,
-                                 command="refusal-sae tune-sweep (config in val.json)")
+                                 command=cli_command(cfg, device))
         val = evaluate_adapter(cdir / "adapter", sets, judge, device, sweep.max_new_tokens)
         row = {"key": cdir.name, "config": asdict(cfg), "val": val, "train_seconds": manifest["train_seconds"],
                "final_loss": manifest["final_loss"], "examples": manifest["examples"]}

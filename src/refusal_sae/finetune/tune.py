@@ -96,21 +96,18 @@ def build_instructions(cfg: TuneConfig, data_dir) -> tuple[list[str], list[str]]
     banned = {_norm(t) for t in test_texts}
     harmful = load_dataset("harmful_train", data_dir).sample(cfg.n_harmful, cfg.seed).instructions
     seen = banned | {_norm(x) for x in harmful}
-    pool = PromptSet("advbench", [r for r in load_dataset("advbench", data_dir) if _norm(r.instruction) not in seen])
-    if cfg.near_duplicate_jaccard is not None:  # filter the pool before sampling, so n_extra_advbench stays exact
-        is_near = near_duplicate_filter(test_texts, cfg.near_duplicate_jaccard)
-        pool = PromptSet("advbench", [r for r in pool if not is_near(r.instruction)])
+    is_near = (near_duplicate_filter(test_texts, cfg.near_duplicate_jaccard)
+               if cfg.near_duplicate_jaccard is not None else lambda _text: False)
+    # filter the pool before sampling, so n_extra_advbench stays exact
+    pool = PromptSet("advbench", [r for r in load_dataset("advbench", data_dir)
+                                  if _norm(r.instruction) not in seen and not is_near(r.instruction)])
     harmful += pool.sample(cfg.n_extra_advbench, cfg.seed).instructions
     harmless = load_dataset("harmless_train", data_dir).sample(cfg.n_harmless, cfg.seed).instructions
     if cfg.persuasive_pairs:
         harmful += harmful_persuasive()
         harmless += benign_persuasive()
-    harmful = [x for x in harmful if _norm(x) not in banned]
-    harmless = [x for x in harmless if _norm(x) not in banned]
-    if cfg.near_duplicate_jaccard is not None:
-        is_near = near_duplicate_filter(test_texts, cfg.near_duplicate_jaccard)
-        harmful = [x for x in harmful if not is_near(x)]
-        harmless = [x for x in harmless if not is_near(x)]
+    harmful = [x for x in harmful if _norm(x) not in banned and not is_near(x)]
+    harmless = [x for x in harmless if _norm(x) not in banned and not is_near(x)]
     return harmful, harmless
 
 

@@ -60,7 +60,8 @@ def layers_from(handle: ModelHandle, start: int):
 def repeated_cache(cache, n: int, start: int):
     """A copy of a transformers ``Cache`` whose layers from ``start`` on hold each row repeated ``n`` times
     (prompt-major, as ``batch_repeat_interleave``); earlier layers, which a pass started at ``start`` never reads,
-    are shared with ``cache`` unrepeated. Hand-written because ``copy.deepcopy`` + ``batch_repeat_interleave``
+    are shared with ``cache`` unrepeated (``start = n_layers``: a cheap copy that a pass may append to).
+    Hand-written because ``copy.deepcopy`` + ``batch_repeat_interleave``
     copies and repeats every layer: measured 6.9 s per 29-set chunk on the embedded model, most of the engine's time.
     The original is never modified (a layer's ``update`` rebinds its tensors, it does not write into them)."""
     new = copy.copy(cache)
@@ -154,7 +155,7 @@ class InterventionEngine:
         else:  # share clean keys/values of positions before the last k, then the layer prefix of the rest
             cache = self._prefix_cache(batch, T - k)
             # a pass stopped at `start` would append suffix keys to some layers only: run it on a copy
-            resid = self._resid_at(batch, start, cache=copy.deepcopy(cache), suffix=k)
+            resid = self._resid_at(batch, start, cache=repeated_cache(cache, 1, h.n_layers), suffix=k)
             suffix_mask_len = k
         if start >= h.n_layers:  # no intervention at all: the stream at the end is the answer
             return self._head(resid)[:, None].expand(-1, len(sets), -1)
