@@ -116,3 +116,61 @@ def test_feature_clamp_validation(tiny_llama):
         FeatureClamp(random_sae(32), (1,)).hooks(tiny_llama)
     with pytest.raises(ConfigError):
         FeatureClamp(random_sae(tiny_llama.d_model, hook="blocks.9.hook_resid_post"), (1,)).hooks(tiny_llama)
+
+
+def mixed_sets(h):
+    """Sets whose earliest hook differs: resid_post entry (layer shared), resid_pre entry, clamps after edits."""
+    from refusal_sae.interventions import FeatureClamp
+
+    torch.manual_seed(1)
+    sae = random_sae(h.d_model)
+    return [
+        [FeatureClamp(sae, (0, 1, 2), "zero", last_positions=3)],
+        [FeatureClamp(sae, (3, 4), "scale", 0.5, last_positions=2), ActAdd(torch.randn(h.d_model), 3, last_positions=3)],
+        [FeatureClamp(sae, (5,), "set", 2.0, last_positions=3), FeatureClamp(sae, (6, 7), "zero", last_positions=3)],
+        [],
+    ]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_engine_entry_and_prefix_paths_match_naive(tiny_handle, shared):
+    """Both ways of attending to the key/value prefix, with the layer after a resid_post entry shared, or a
+    resid_pre entry (an addition at layer 2 in one set) forcing the layer to run per set."""
+    h = tiny_handle
+    sets = mixed_sets(h)
+    cfg = EngineConfig(prompt_batch_size=4, max_sets_per_forward=3, shared_prefix_attention=shared)
+    got = InterventionEngine(h, cfg).last_logits(PROMPTS, sets)
+    torch.testing.assert_close(got, naive(h, PROMPTS, sets), atol=1e-4, rtol=1e-4)
+    sets2 = sets + [[ActAdd(torch.randn(h.d_model), 2, last_positions=3)]]
+    got2 = InterventionEngine(h, cfg).last_logits(PROMPTS, sets2)
+    torch.testing.assert_close(got2, naive(h, PROMPTS, sets2), atol=1e-4, rtol=1e-4)
+
+
+def test_clamps_on_one_sae_share_one_encode(tiny_llama):
+    from refusal_sae.interventions import FeatureClamp
+
+    h = tiny_llama
+    sae = random_sae(h.d_model)
+    calls = []
+    enc = sae.encode
+    sae.encode = lambda x: calls.append(x.shape) or enc(x)
+    sets = [[FeatureClamp(sae, (i,), "zero", last_positions=3)] for i in range(8)]
+    got = InterventionEngine(h, EngineConfig(prompt_batch_size=4)).last_logits(PROMPTS, sets)
+    assert len(calls) == 1  # one prompt batch, one encode for all eight sets
+    calls.clear()
+    torch.testing.assert_close(got, naive(h, PROMPTS, sets), atol=1e-4, rtol=1e-4)
+    assert len(calls) == 8
+
+
+def test_sliding_window_shorter_than_prompt_falls_back_to_repeated_cache():
+    from tests.conftest import build_tiny
+
+    h = build_tiny("gemma2")
+    h.model.config.sliding_window = 6  # shorter than the formatted prompts: the sliding layers see a window
+    for layer in h.model.model.layers:
+        if layer.self_attn.sliding_window is not None:
+            layer.self_attn.sliding_window = 6
+    sets = mixed_sets(h)
+    engine = InterventionEngine(h, EngineConfig(prompt_batch_size=4))
+    assert not engine._can_share_prefix(20)
+    torch.testing.assert_close(engine.last_logits(PROMPTS, sets), naive(h, PROMPTS, sets), atol=1e-4, rtol=1e-4)

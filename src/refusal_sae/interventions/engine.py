@@ -5,7 +5,9 @@ What it saves compared with one hooked forward per set:
   that cached residual stream (the model runs with its layer list truncated and ``inputs_embeds`` = cache);
 - **position prefix**: when every intervention only touches the last ``k`` prompt positions (post-instruction
   tokens), the clean keys/values of all earlier positions are computed once and each set recomputes only the
-  last ``k`` positions;
+  last ``k`` positions, attending to that prefix unrepeated (:mod:`.shared_prefix`);
+- **shared entry**: when the earliest hooks are ``resid_post`` hooks, that layer runs once too; the entry hooks
+  are applied to the shared stream, and feature clamps on the same SAE share one encode across all sets;
 - **many sets per forward**: sets are stacked along the batch (prompt-major rows ``b * S + s``);
 - **last-position logits only** (``logits_to_keep=1``);
 - **memory-bounded** chunks of sets, sized from a configurable budget.
@@ -24,9 +26,11 @@ import torch
 from torch import nn
 
 from refusal_sae.interventions.base import InterventionSet, first_layer, suffix_length
+from refusal_sae.interventions.feature_clamp import FeatureClamp
+from refusal_sae.interventions.shared_prefix import shared_prefix_attention
 from refusal_sae.models.formatting import FormattedPrompt, PromptBatch
 from refusal_sae.models.handle import ModelHandle, position_ids_for
-from refusal_sae.models.hooks import HookFn, StopForward
+from refusal_sae.models.hooks import HookFn, StopForward, hook_name, parse_hook_point
 from refusal_sae.scoring.generation import length_sorted_batches
 from refusal_sae.scoring.refusal_score import refusal_score_from_logits
 
@@ -36,6 +40,9 @@ class EngineConfig:
     prompt_batch_size: int = 64
     memory_budget_mb: float = 2048.0  # transient activations of one stacked forward
     max_sets_per_forward: int = 64
+    # attend stacked sets to one unrepeated key/value prefix (False: repeat the prefix cache per set, as
+    # transformers' own cache would; kept for comparison and for models whose sliding window is too short)
+    shared_prefix_attention: bool = True
 
 
 @contextmanager
@@ -75,14 +82,16 @@ def repeated_cache(cache, n: int, start: int):
     return new
 
 
-def _stacked_hooks(handle: ModelHandle, sets: Sequence[InterventionSet]) -> list[tuple[str, HookFn]]:
-    """One hook per point applying each set's functions to its own rows (prompt-major layout)."""
+def _stacked_hooks(handle: ModelHandle, sets: Sequence[InterventionSet], skip: str) -> list[tuple[str, HookFn]]:
+    """One hook per point (except ``skip``, applied at the entry) applying each set's functions to its own rows
+    (prompt-major layout)."""
     n = len(sets)
     per_point: dict[str, list[tuple[int, HookFn]]] = {}
     for s, iv_set in enumerate(sets):
         for iv in iv_set:
             for name, fn in iv.hooks(handle):
-                per_point.setdefault(name, []).append((s, fn))
+                if name != skip:
+                    per_point.setdefault(name, []).append((s, fn))
 
     def make(entries: list[tuple[int, HookFn]]) -> HookFn:
         def fn(act: torch.Tensor) -> torch.Tensor:
@@ -96,6 +105,45 @@ def _stacked_hooks(handle: ModelHandle, sets: Sequence[InterventionSet]) -> list
         return fn
 
     return [(name, make(entries)) for name, entries in per_point.items()]
+
+
+def _entry_point(handle: ModelHandle, sets: Sequence[InterventionSet], start: int) -> tuple[str, int]:
+    """Hook point where the stacked pass begins and the layer it enters: after layer ``start`` when all hooks at
+    that layer are its ``resid_post`` (so the layer itself is shared), else at its ``resid_pre``."""
+    L = handle.n_layers
+    at_start = {name for s in sets for iv in s for name, _ in iv.hooks(handle)
+                if parse_hook_point(name, L).layer == start}
+    post = hook_name(start, "resid_post")
+    if at_start == {post} and start + 1 < L:
+        return post, start + 1
+    return hook_name(start, "resid_pre"), start
+
+
+def _enter(handle: ModelHandle, base: torch.Tensor, sets: Sequence[InterventionSet], entry: str) -> torch.Tensor:
+    """Rows ``b * n + s``: the shared stream ``base`` ``[B, T, d]`` after set ``s``'s hooks at ``entry``.
+    A feature clamp that sees the unedited stream reuses the codes of any earlier clamp on the same SAE, so
+    an SAE encodes each prompt once instead of once per set."""
+    n = len(sets)
+    x = base.repeat_interleave(n, dim=0)
+    codes: dict[tuple, torch.Tensor] = {}
+    for s, iv_set in enumerate(sets):
+        cur = None
+        for iv in iv_set:
+            for name, fn in iv.hooks(handle):
+                if name != entry:
+                    continue
+                if cur is None and isinstance(iv, FeatureClamp):
+                    key = iv.codes_key()
+                    if key not in codes:
+                        codes[key] = iv.encode(base)
+                    new = iv.apply(base, codes[key])
+                else:
+                    new = fn(base if cur is None else cur)
+                if new is not None:
+                    cur = new
+        if cur is not None:
+            x[s::n] = cur
+    return x
 
 
 class InterventionEngine:
@@ -148,23 +196,30 @@ class InterventionEngine:
         T = batch.input_ids.shape[1]
         if k is not None and k >= T:
             k = None
+        if start >= h.n_layers:  # no intervention at all: one clean pass gives every set's answer
+            return self._head(self._resid_at(batch, h.n_layers))[:, None].expand(-1, len(sets), -1)
+        entry, layer = _entry_point(h, sets, start)
         cache = None
         if k is None:  # every position may change: share the layer prefix only
-            resid = self._resid_at(batch, start)
+            resid = self._resid_at(batch, layer)
             suffix_mask_len = T
         else:  # share clean keys/values of positions before the last k, then the layer prefix of the rest
             cache = self._prefix_cache(batch, T - k)
-            # a pass stopped at `start` would append suffix keys to some layers only: run it on a copy
-            resid = self._resid_at(batch, start, cache=repeated_cache(cache, 1, h.n_layers), suffix=k)
+            # a pass stopped at `layer` would append suffix keys to some layers only: run it on a copy
+            resid = self._resid_at(batch, layer, cache=repeated_cache(cache, 1, h.n_layers), suffix=k)
             suffix_mask_len = k
-        if start >= h.n_layers:  # no intervention at all: the stream at the end is the answer
-            return self._head(resid)[:, None].expand(-1, len(sets), -1)
-        per_fwd = self.sets_per_forward(len(batch), suffix_mask_len, T - suffix_mask_len, h.n_layers - start)
+        shared = k is not None and self._can_share_prefix(T)
+        per_fwd = self.sets_per_forward(len(batch), suffix_mask_len, T - suffix_mask_len,
+                                        0 if shared else h.n_layers - layer)
         chunks = []
         for c0 in range(0, len(sets), per_fwd):
             chunk = sets[c0 : c0 + per_fwd]
-            chunks.append(self._run_sets(batch, resid, chunk, start, cache, k))
+            chunks.append(self._run_sets(batch, resid, chunk, entry, layer, cache, k, shared))
         return torch.cat(chunks, dim=1)
+
+    def _can_share_prefix(self, seq_len: int) -> bool:
+        window = getattr(self.handle.model.config, "sliding_window", None)
+        return self.cfg.shared_prefix_attention and (window is None or seq_len <= window)
 
     def _resid_at(self, batch: PromptBatch, layer: int, cache=None, suffix: int | None = None) -> torch.Tensor:
         """Residual stream entering ``layer`` (or the final hidden state when ``layer == n_layers``)."""
@@ -204,17 +259,25 @@ class InterventionEngine:
         cap = getattr(h.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
-    def _run_sets(self, batch: PromptBatch, resid: torch.Tensor, sets, start: int, cache, k: int | None) -> torch.Tensor:
+    def _run_sets(self, batch: PromptBatch, resid: torch.Tensor, sets, entry: str, layer: int, cache,
+                  k: int | None, shared: bool) -> torch.Tensor:
         h = self.handle
         n = len(sets)
-        x = resid.repeat_interleave(n, dim=0)
+        x = _enter(h, resid, sets, entry)
         mask = batch.attention_mask.repeat_interleave(n, dim=0)
         pos = position_ids_for(batch.attention_mask).repeat_interleave(n, dim=0)
-        if k is not None:
-            pos = pos[:, -k:]
-            cache = repeated_cache(cache, n, start)
-        with h.hooks(_stacked_hooks(h, sets)), layers_from(h, start) as inner:
-            out = inner(inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                        use_cache=cache is not None)
+        stacked = _stacked_hooks(h, sets, skip=entry)
+        layers = h.model.get_submodule(h.arch.layers)  # before layers_from truncates the list
+        attn = {i: layers[i].get_submodule(h.arch.attn) for i in range(layer, h.n_layers)}
+        with h.hooks(stacked), layers_from(h, layer) as inner:
+            if k is None:
+                out = inner(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=False)
+            elif shared:
+                keep = batch.attention_mask[:, : batch.input_ids.shape[1] - k]
+                with shared_prefix_attention(attn, cache, keep, n, h.model.config):
+                    out = inner(inputs_embeds=x, position_ids=pos[:, -k:], use_cache=False)
+            else:
+                out = inner(inputs_embeds=x, attention_mask=mask, position_ids=pos[:, -k:],
+                            past_key_values=repeated_cache(cache, n, layer), use_cache=True)
         logits = self._head(out.last_hidden_state)
         return logits.view(len(batch), n, -1)

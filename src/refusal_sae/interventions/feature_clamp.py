@@ -42,35 +42,48 @@ class FeatureClamp:
         bad = [i for i in self.feature_ids if not 0 <= i < d_sae]
         if bad:
             raise ConfigError(f"feature ids {bad} out of range for an SAE of width {d_sae}")
+        norm = getattr(self.sae.cfg, "normalize_activations", "none") or "none"
+        if norm not in ("none", "expected_average_only_in"):
+            # sae-lens rescales such SAEs' outputs per token with state kept between encode and decode
+            raise ConfigError(f"SAEs with normalize_activations={norm!r} are not supported by feature clamps; "
+                              "fold the normalisation into the weights first")
 
-    def _edit(self, f: torch.Tensor) -> torch.Tensor:
-        ids = list(self.feature_ids)
-        g = f.clone()
+    def codes_key(self) -> tuple:
+        """Clamps with equal keys encode the same activations the same way, so the engine can share codes."""
+        return (id(self.sae), self.last_positions)
+
+    def encode(self, act: torch.Tensor) -> torch.Tensor:
+        """SAE codes of the positions this clamp edits."""
+        x = act if self.last_positions is None else act[:, -self.last_positions :]
+        return self.sae.encode(x.to(self.sae.W_dec.dtype))
+
+    def apply(self, act: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """``act`` with the chosen features edited, given ``codes = self.encode(act)``.
+
+        ``x' = x − decode(f) + decode(f') = x + (f' − f) W_dec``: the biases and the reconstruction error cancel,
+        so only the chosen rows of ``W_dec`` are needed (no full decode, and no rounding from a reconstruction).
+        """
+        sae, ids, k = self.sae, list(self.feature_ids), self.last_positions
+        f = codes[..., ids]
         if self.mode == "zero":
-            g[..., ids] = 0.0
+            df = -f
         elif self.mode == "scale":
-            g[..., ids] = f[..., ids] * self.value
+            df = f * (self.value - 1.0)
         else:
-            g[..., ids] = self.value
-        return g
+            df = self.value - f
+        w = sae.W_dec[ids]
+        if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):  # sae-lens act_times_W_dec semantics
+            df = df / w.norm(dim=-1)
+        delta = (df @ w).to(act.dtype)
+        if k is None:
+            return act + delta
+        out = act.clone()
+        out[:, -k:] += delta
+        return out
 
     def hooks(self, handle: ModelHandle) -> list[tuple[str, HookFn]]:
         name = self.hook or sae_hook_name(self.sae)
         parse_hook_point(name, handle.n_layers)
         if self.sae.cfg.d_in != handle.d_model:
             raise MismatchError(f"SAE d_in {self.sae.cfg.d_in} does not match model d_model {handle.d_model}")
-        sae, k = self.sae, self.last_positions
-
-        def fn(act: torch.Tensor) -> torch.Tensor:
-            x = act if k is None else act[:, -k:]
-            dtype = x.dtype
-            xs = x.to(sae.W_dec.dtype)
-            f = sae.encode(xs)
-            new = (xs - sae.decode(f) + sae.decode(self._edit(f))).to(dtype)
-            if k is None:
-                return new
-            out = act.clone()
-            out[:, -k:] = new
-            return out
-
-        return [(name, fn)]
+        return [(name, lambda act: self.apply(act, self.encode(act)))]

@@ -25,6 +25,7 @@ class ArchSpec:
     lm_head: str = "lm_head"
     attn_out: str = "self_attn"
     mlp_out: str = "mlp"
+    attn: str = "self_attn"  # the attention module (it calls transformers' attention interface)
     # Linear maps that write into the residual stream, relative to a layer (for weight orthogonalisation).
     attn_writer: str = "self_attn.o_proj"
     mlp_writer: str = "mlp.down_proj"
