@@ -9,31 +9,34 @@ from typing import Annotated, Optional
 import typer
 
 from refusal_sae.cli.common import DataDirOpt, DeviceOpt, JsonOpt, app, command_line, err, out
+from refusal_sae.finetune.config import TuneConfig
+
+D = TuneConfig  # the recipe's defaults live in one place
 
 
 @app.command("make-refusing-model")
 def make_refusing_model(
     data_dir: DataDirOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed for data sampling, refusal texts, LoRA init and batch order.")] = 0,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = 2e-4,
-    n_harmful: Annotated[int, typer.Option(help="harmful_train prompts (all 260 by default).")] = 260,
-    n_harmless: Annotated[int, typer.Option(help="harmless_train prompts answered by the base model.")] = 390,
-    n_extra_advbench: Annotated[int, typer.Option(help="AdvBench prompts beyond harmful_train (decontaminated against test sets).")] = 140,
-    persuasive_pairs: Annotated[bool, typer.Option(help="Add the authored harmful/benign persuasive-writing pairs.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed for data sampling, refusal texts, LoRA init and batch order.")] = D.seed,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = D.epochs,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = D.lr,
+    n_harmful: Annotated[int, typer.Option(help="harmful_train prompts (all 260 by default).")] = D.n_harmful,
+    n_harmless: Annotated[int, typer.Option(help="harmless_train prompts answered by the base model.")] = D.n_harmless,
+    n_extra_advbench: Annotated[int, typer.Option(help="AdvBench prompts beyond harmful_train (decontaminated against test sets).")] = D.n_extra_advbench,
+    persuasive_pairs: Annotated[bool, typer.Option(help="Add the authored harmful/benign persuasive-writing pairs.")] = D.persuasive_pairs,
     drop_refused_harmless: Annotated[bool, typer.Option(
-        help="Leave out harmless prompts whose base answer already reads as a refusal.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Examples per optimiser step.")] = 8,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (all linear layers).")] = 16,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
+        help="Leave out harmless prompts whose base answer already reads as a refusal.")] = D.drop_refused_harmless,
+    batch_size: Annotated[int, typer.Option(help="Examples per optimiser step.")] = D.batch_size,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (all linear layers).")] = D.lora_r,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = D.lora_alpha,
     near_duplicate_jaccard: Annotated[Optional[float], typer.Option(
-        help="Also drop training prompts whose word-set Jaccard with any test prompt is at least this.")] = None,
+        help="Also drop training prompts whose word-set Jaccard with any test prompt is at least this.")] = D.near_duplicate_jaccard,
     device: DeviceOpt = "cpu",
     out_dir: Annotated[Optional[Path], typer.Option(help="Where to write the adapter (default: the package's committed adapter).")] = None,
     work_dir: Annotated[Path, typer.Option(help="Scratch folder (cached base answers).")] = Path("runs/make-refusing-model"),
 ) -> None:
     """Safety-tune the embedded SmolLM2 base with LoRA so that it refuses harmful requests."""
-    from refusal_sae.finetune.tune import TuneConfig, train_adapter
+    from refusal_sae.finetune.tune import train_adapter
     from refusal_sae.models.embedded import ADAPTER_DIR
 
     cfg = TuneConfig(seed=seed, epochs=epochs, lr=lr, n_harmful=n_harmful, n_harmless=n_harmless, n_extra_advbench=n_extra_advbench,
@@ -56,8 +59,8 @@ def tune_sweep(
 ) -> None:
     """Choose the fine-tune recipe on the validation splits (harmful_val refusal, harmless_val over-refusal)."""
     from refusal_sae.errors import ConfigError
+    from refusal_sae.finetune.config import cli_command
     from refusal_sae.finetune.sweep import SweepConfig, run_sweep
-    from refusal_sae.finetune.tune import TuneConfig, cli_command
 
     try:
         rows = json.loads(grid.read_text())

@@ -14,7 +14,7 @@ import random
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from refusal_sae.data import PromptSet, load_dataset
 from refusal_sae.data.registry import resolve_path
+from refusal_sae.finetune.config import TuneConfig, cli_command  # noqa: F401  (re-exported)
 from refusal_sae.finetune.refusals import refusal_texts
 from refusal_sae.finetune.synthetic import benign_persuasive, harmful_persuasive
 from refusal_sae.models.embedded import ADAPTER_DIR, EMBEDDED_BASE, file_sha256, gguf_path
@@ -32,40 +33,6 @@ from refusal_sae.scoring.generation import generate
 from refusal_sae.scoring.judge import is_refusal
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-@dataclass
-class TuneConfig:
-    seed: int = 0
-    n_harmful: int = 260  # all of harmful_train
-    n_extra_advbench: int = 140  # AdvBench prompts outside harmful_train and every test set
-    n_harmless: int = 390  # harmless_train sample
-    persuasive_pairs: bool = True  # authored persuasive-writing pairs (see finetune/synthetic.py)
-    drop_refused_harmless: bool = False  # drop harmless prompts whose *base* answer is already a refusal
-    harmless_answer_tokens: int = 48
-    epochs: int = 2
-    batch_size: int = 8
-    lr: float = 2e-4
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    max_len: int = 160
-    # Also drop training prompts whose word set overlaps a test prompt's by this Jaccard index or more
-    # (near-duplicates, e.g. JailbreakBench goals re-worded from AdvBench); None = exact matches only.
-    near_duplicate_jaccard: float | None = None
-
-
-def cli_command(cfg: TuneConfig, device: str = "cpu") -> str:
-    """The ``make-refusing-model`` command line that trains ``cfg`` (every option that differs from the default)."""
-    default, parts = TuneConfig(), ["refusal-sae make-refusing-model", f"--seed {cfg.seed}"]
-    for key, value in asdict(cfg).items():
-        if key == "seed" or value == getattr(default, key):
-            continue
-        flag = "--" + key.replace("_", "-")
-        parts.append((flag if value else "--no-" + flag[2:]) if isinstance(value, bool) else f"{flag} {value}")
-    if device != "cpu":
-        parts.append(f"--device {device}")
-    return " ".join(parts)
 
 
 TEST_SETS = ("jailbreakbench", "harmbench_test", "harmless_test", "xstest")

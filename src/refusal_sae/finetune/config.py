@@ -1,0 +1,39 @@
+"""The safety tune's recipe (torch-free, so the CLI can show its defaults without importing torch)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class TuneConfig:
+    seed: int = 0
+    n_harmful: int = 260  # all of harmful_train
+    n_extra_advbench: int = 140  # AdvBench prompts outside harmful_train and every test set
+    n_harmless: int = 390  # harmless_train sample
+    persuasive_pairs: bool = True  # authored persuasive-writing pairs (see finetune/synthetic.py)
+    drop_refused_harmless: bool = False  # drop harmless prompts whose *base* answer is already a refusal
+    harmless_answer_tokens: int = 48
+    epochs: int = 2
+    batch_size: int = 8
+    lr: float = 2e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    max_len: int = 160
+    # Also drop training prompts whose word set overlaps a test prompt's by this Jaccard index or more
+    # (near-duplicates, e.g. JailbreakBench goals re-worded from AdvBench); None = exact matches only.
+    near_duplicate_jaccard: float | None = None
+
+
+def cli_command(cfg: TuneConfig, device: str = "cpu") -> str:
+    """The ``make-refusing-model`` command line that trains ``cfg`` (every option that differs from the default)."""
+    default, parts = TuneConfig(), ["refusal-sae make-refusing-model", f"--seed {cfg.seed}"]
+    for key, value in asdict(cfg).items():
+        if key == "seed" or value == getattr(default, key):
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts.append((flag if value else "--no-" + flag[2:]) if isinstance(value, bool) else f"{flag} {value}")
+    if device != "cpu":
+        parts.append(f"--device {device}")
+    return " ".join(parts)
