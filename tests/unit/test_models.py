@@ -36,3 +36,18 @@ def test_architecture_registry():
     assert {"llama", "gemma2", "qwen2"} <= set(supported_architectures())
     with pytest.raises(ConfigError, match="no hook adapter"):
         get_architecture("rwkv")
+
+
+def test_local_directory_revision_changes_when_weights_are_rewritten(tmp_path, tiny_llama):
+    """Run stages key their results on ``handle.revision``: a re-saved (e.g. re-tuned) model must not match."""
+    import time
+
+    tiny_llama.model.save_pretrained(tmp_path)
+    tiny_llama.tokenizer.save_pretrained(tmp_path)
+    first = load_model(str(tmp_path), device="cpu").revision
+    assert first and first == load_model(str(tmp_path), device="cpu").revision
+    time.sleep(0.01)
+    with torch.no_grad():
+        tiny_llama.model.lm_head.weight.mul_(2)
+    tiny_llama.model.save_pretrained(tmp_path)
+    assert load_model(str(tmp_path), device="cpu").revision != first

@@ -43,9 +43,11 @@ class DirectionConfig:
         elif isinstance(self.selection, dict):
             self.selection = SelectionConfig(**self.selection)
 
-    def to_dict(self, model: str) -> dict:
+    def to_dict(self, model: str, revision: str | None = None) -> dict:
+        """The stage's identity: its settings and the exact weights (a re-tuned model never reuses old results)."""
         d = asdict(self)
         d["model"] = model
+        d["model_revision"] = revision
         return d
 
 
@@ -76,7 +78,7 @@ def harm_refusal_cosines(cands: DirectionCandidates, pos: int) -> list[float]:
 
 
 def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, data_dir=None) -> DirectionResult:
-    conf = cfg.to_dict(handle.name)
+    conf = cfg.to_dict(handle.name, handle.revision)
     stage = run.stage("direction")
     if run.is_complete("direction", conf):
         return DirectionResult.load(stage)
@@ -122,7 +124,7 @@ def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, 
 def run_harm_vs_refusal_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, layers: Sequence[int],
                               data_dir=None) -> dict:
     """Cosine and causal comparison of the t_inst harm direction with the refusal direction, per layer."""
-    conf = cfg.to_dict(handle.name) | {"layers": list(layers)}
+    conf = cfg.to_dict(handle.name, handle.revision) | {"layers": list(layers)}
     if run.is_complete("harm_vs_refusal", conf):
         return run.load("harm_vs_refusal")
     chosen = run_direction_stage(handle, run, cfg, data_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from refusal_sae.errors import ConfigError, ModelLoadError
@@ -29,6 +30,23 @@ def resolve_dtype(dtype: str, device) -> object:
     if dtype not in table:
         raise ConfigError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(table)}")
     return table[dtype]
+
+
+def _weights_identity(source, gguf_file: str | None, hf_model) -> str | None:
+    """A cheap identity of the loaded weights, so run stages keyed on it never reuse another model's results:
+    the hub commit, or for local files their names, sizes and modification times (hashing gigabytes of
+    weights on every load would cost more than most stages)."""
+    commit = getattr(hf_model.config, "_commit_hash", None)
+    folder = Path(source)
+    if not folder.is_dir():
+        return commit
+    files = [folder / gguf_file] if gguf_file else sorted(
+        p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return "files-" + h.hexdigest()[:16]
 
 
 def load_model(
@@ -81,4 +99,6 @@ def load_model(
             f"provide it (offline?). Details: {str(e).splitlines()[0]}"
         ) from e
     hf_model.to(dev)
+    if revision is None:
+        revision = _weights_identity(source, kwargs.get("gguf_file"), hf_model)
     return ModelHandle(hf_model, tokenizer, name=name, system_prompt=system_prompt, revision=revision)
