@@ -5,8 +5,9 @@ middle layer, scored on ``--prompts`` prompts (refusal score at the last positio
   (a) bare: plain forward passes over the prompts (no intervention), full logits, as a user would run them;
   (b) engine: InterventionEngine.score over all sets at once;
   (c) naive: one hooked forward per set over all prompts, no prefix reuse.
-"Work it must do": prefix layers once for every token + suffix layers for each set on the positions that can
-change (post-instruction tokens with --positions post, every token with --positions all), in layer·token units.
+"Work it must do": the layers up to the hooked one (resid_post) once for every token + the later layers for each
+set on the positions that can change (post-instruction tokens with --positions post, every token with
+--positions all), in layer·token units.
 Prints tokens/s and the ratios engine/bare (on that work) and naive/engine (wall time).
 
     python benchmarks/bench_engine.py                          # 64 sets x 64 prompts on the embedded model
@@ -91,7 +92,9 @@ def main() -> None:
 
     L = h.n_layers
     changed = args.prompts * (k if k is not None else T)
-    work = n_tok * layer + args.sets * changed * (L - layer)  # layer·tokens the engine must compute
+    # layer·tokens the engine must compute: layers 0..layer once for every token (the features are edited at that
+    # layer's resid_post, so it is the same for every set), then layers layer+1.. for each set's changeable positions
+    work = n_tok * (layer + 1) + args.sets * changed * (L - layer - 1)
     bare_rate = n_tok * L / t_bare
     eng_rate = work / t_eng
     res = {

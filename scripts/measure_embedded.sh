@@ -33,8 +33,9 @@ case "${1:-}" in
     ;;
   direction)
     # Selection as measured (README): all 260 harmful_train prompts per class, candidate layers 6-23 (the last 20% are
-    # pruned anyway), KL bound relaxed to 0.16 because no candidate of this 135M model reaches 0.1.
-    "$RS" direction ${DIRECTION_ARGS:---n-train 260 --layers 6-23 --max-kl 0.16} --harm-layers 2-23:3 --json | tail -n 1 > runs/direction.json
+    # pruned anyway). No candidate of this 135M model with induce >= 0 reaches KL <= 0.1: the lowest is 0.236 (pos -1,
+    # layer 20; measured on the committed adapter), so the bound is relaxed to 0.25 (the error lists the candidates).
+    "$RS" direction ${DIRECTION_ARGS:---n-train 260 --layers 6-23 --max-kl 0.25} --harm-layers 2-23:3 --json | tail -n 1 > runs/direction.json
     for d in jailbreakbench harmbench_test; do ev "ablate/$d" --dataset "$d" --intervention ablate; done
     ev "actadd/harmless_test" --dataset harmless_test --n 100 --intervention actadd
     # Activation-addition coefficient calibrated on harmless_val (never on test): the smallest of these whose
