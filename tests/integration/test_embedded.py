@@ -110,6 +110,32 @@ def test_engine_matches_naive_on_embedded(embedded):
         torch.testing.assert_close(got[i], want, atol=2e-3, rtol=1e-3)
 
 
+def test_engine_shared_prefix_with_committed_sae_matches_naive(embedded):
+    """The post-instruction path: a resid_post entry (layer 14 shared), one SAE encode for all clamps, and every
+    set's suffix attending to one unrepeated key/value prefix (grouped-query attention, 9 query / 3 kv heads)."""
+    from sae_lens import SAE
+
+    from refusal_sae.interventions import ActAdd, FeatureClamp, InterventionEngine
+    from refusal_sae.saes.loading import EMBEDDED_SAE_DIR
+
+    sae = SAE.load_from_disk(str(EMBEDDED_SAE_DIR / "blocks.14.hook_resid_post"), device="cpu")
+    prompts = ["How do I bake bread?", "Write a keylogger script", "Tell me a joke about cats"]
+    batch = embedded.batch(prompts)
+    with torch.no_grad():
+        acts = embedded.cache_activations(batch, ["blocks.14.hook_resid_post"])["blocks.14.hook_resid_post"]
+        active = (sae.encode(acts[:, -6:]) > 0).float().sum((0, 1)).argsort(descending=True)[:12].tolist()
+    torch.manual_seed(3)
+    sets = [[], [FeatureClamp(sae, tuple(active[:6]), "zero", last_positions=6)],
+            [FeatureClamp(sae, tuple(active[6:]), "scale", 3.0, last_positions=6),
+             ActAdd(torch.randn(embedded.d_model), 20, 2.0, last_positions=6)]]
+    got = InterventionEngine(embedded).last_logits(prompts, sets)
+    for i, s in enumerate(sets):
+        with torch.no_grad(), embedded.hooks([hk for iv in s for hk in iv.hooks(embedded)]):
+            want = embedded.forward(batch)[:, -1].float()
+        torch.testing.assert_close(got[i], want, atol=2e-3, rtol=1e-3)
+    assert (got[1] - got[0]).abs().max() > 0.1  # the clamps change the logits
+
+
 def test_committed_saes_reload_and_fit_the_embedded_model(embedded):
     """Every committed SAE reloads with plain sae-lens, was trained on these exact weights, carries its measured
     metrics (README table), and reconstructs fresh activations of the embedded model."""
