@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from refusal_sae.models.handle import ModelHandle
-from refusal_sae.models.hooks import HookFn, parse_hook_point
+from refusal_sae.models.hooks import HookFn
 
 
 @runtime_checkable
@@ -21,12 +21,6 @@ class Intervention(Protocol):
 
 
 InterventionSet = Sequence[Intervention]
-
-
-def first_layer(handle: ModelHandle, sets: Sequence[InterventionSet]) -> int:
-    """Earliest layer any intervention hooks (``n_layers`` when none do): everything before it is shared."""
-    layers = [parse_hook_point(name, handle.n_layers).layer for s in sets for iv in s for name, _ in iv.hooks(handle)]
-    return min(layers, default=handle.n_layers)
 
 
 def suffix_length(sets: Sequence[InterventionSet]) -> int | None:

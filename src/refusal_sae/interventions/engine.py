@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from refusal_sae.interventions.base import InterventionSet, first_layer, suffix_length
+from refusal_sae.interventions.base import Intervention, InterventionSet, suffix_length
 from refusal_sae.interventions.feature_clamp import FeatureClamp
 from refusal_sae.interventions.shared_prefix import shared_prefix_attention
 from refusal_sae.models.formatting import FormattedPrompt, PromptBatch
@@ -82,16 +82,30 @@ def repeated_cache(cache, n: int, start: int):
     return new
 
 
-def _stacked_hooks(handle: ModelHandle, sets: Sequence[InterventionSet], skip: str) -> list[tuple[str, HookFn]]:
+# One set's hooks, built once per engine call: (intervention, hook point, function), in application order.
+SetHooks = list[tuple[Intervention, str, HookFn]]
+
+
+def _set_hooks(handle: ModelHandle, sets: Sequence[InterventionSet]) -> list[SetHooks]:
+    """Each set's hooks, validated once (every later step reads these instead of calling ``hooks`` again)."""
+    return [[(iv, name, fn) for iv in s for name, fn in iv.hooks(handle)] for s in sets]
+
+
+def _first_layer(handle: ModelHandle, hooked: Sequence[SetHooks]) -> int:
+    """Earliest layer any intervention hooks (``n_layers`` when none do): everything before it is shared."""
+    return min((parse_hook_point(name, handle.n_layers).layer for s in hooked for _, name, _ in s),
+               default=handle.n_layers)
+
+
+def _stacked_hooks(hooked: Sequence[SetHooks], skip: str) -> list[tuple[str, HookFn]]:
     """One hook per point (except ``skip``, applied at the entry) applying each set's functions to its own rows
     (prompt-major layout)."""
-    n = len(sets)
+    n = len(hooked)
     per_point: dict[str, list[tuple[int, HookFn]]] = {}
-    for s, iv_set in enumerate(sets):
-        for iv in iv_set:
-            for name, fn in iv.hooks(handle):
-                if name != skip:
-                    per_point.setdefault(name, []).append((s, fn))
+    for s, set_hooks in enumerate(hooked):
+        for _, name, fn in set_hooks:
+            if name != skip:
+                per_point.setdefault(name, []).append((s, fn))
 
     def make(entries: list[tuple[int, HookFn]]) -> HookFn:
         def fn(act: torch.Tensor) -> torch.Tensor:
@@ -107,40 +121,38 @@ def _stacked_hooks(handle: ModelHandle, sets: Sequence[InterventionSet], skip: s
     return [(name, make(entries)) for name, entries in per_point.items()]
 
 
-def _entry_point(handle: ModelHandle, sets: Sequence[InterventionSet], start: int) -> tuple[str, int]:
+def _entry_point(handle: ModelHandle, hooked: Sequence[SetHooks], start: int) -> tuple[str, int]:
     """Hook point where the stacked pass begins and the layer it enters: after layer ``start`` when all hooks at
     that layer are its ``resid_post`` (so the layer itself is shared), else at its ``resid_pre``."""
     L = handle.n_layers
-    at_start = {name for s in sets for iv in s for name, _ in iv.hooks(handle)
-                if parse_hook_point(name, L).layer == start}
+    at_start = {name for s in hooked for _, name, _ in s if parse_hook_point(name, L).layer == start}
     post = hook_name(start, "resid_post")
     if at_start == {post} and start + 1 < L:
         return post, start + 1
     return hook_name(start, "resid_pre"), start
 
 
-def _enter(handle: ModelHandle, base: torch.Tensor, sets: Sequence[InterventionSet], entry: str) -> torch.Tensor:
+def _enter(base: torch.Tensor, hooked: Sequence[SetHooks], entry: str) -> torch.Tensor:
     """Rows ``b * n + s``: the shared stream ``base`` ``[B, T, d]`` after set ``s``'s hooks at ``entry``.
     A feature clamp that sees the unedited stream reuses the codes of any earlier clamp on the same SAE, so
     an SAE encodes each prompt once instead of once per set."""
-    n = len(sets)
+    n = len(hooked)
     x = base.repeat_interleave(n, dim=0)
     codes: dict[tuple, torch.Tensor] = {}
-    for s, iv_set in enumerate(sets):
+    for s, set_hooks in enumerate(hooked):
         cur = None
-        for iv in iv_set:
-            for name, fn in iv.hooks(handle):
-                if name != entry:
-                    continue
-                if cur is None and isinstance(iv, FeatureClamp):
-                    key = iv.codes_key()
-                    if key not in codes:
-                        codes[key] = iv.encode(base)
-                    new = iv.apply(base, codes[key])
-                else:
-                    new = fn(base if cur is None else cur)
-                if new is not None:
-                    cur = new
+        for iv, name, fn in set_hooks:
+            if name != entry:
+                continue
+            if cur is None and isinstance(iv, FeatureClamp):
+                key = iv.codes_key()
+                if key not in codes:
+                    codes[key] = iv.encode(base)
+                new = iv.apply(base, codes[key])
+            else:
+                new = fn(base if cur is None else cur)
+            if new is not None:
+                cur = new
         if cur is not None:
             x[s::n] = cur
     return x
@@ -177,11 +189,12 @@ class InterventionEngine:
         formatted = [p if isinstance(p, FormattedPrompt) else h.format(p) for p in prompts]
         reduce = reduce or (lambda x: x)
         results: list[torch.Tensor | None] = [None] * len(formatted)
-        start = first_layer(h, sets)
+        hooked = _set_hooks(h, sets)
+        start = _first_layer(h, hooked)
         k = suffix_length(sets)
         for idx in length_sorted_batches([len(p) for p in formatted], self.cfg.prompt_batch_size):
             batch = h.batch([formatted[i] for i in idx])
-            out = self._run_batch(batch, sets, start, k)  # [B, S, ...]
+            out = self._run_batch(batch, hooked, start, k)  # [B, S, ...]
             red = reduce(out)
             for j, i in enumerate(idx):
                 results[i] = red[j]
@@ -191,14 +204,14 @@ class InterventionEngine:
         """Refusal scores ``[n_sets, n_prompts]``."""
         return self.last_logits(prompts, sets, reduce=lambda lg: refusal_score_from_logits(lg, refusal_tokens))
 
-    def _run_batch(self, batch: PromptBatch, sets, start: int, k: int | None) -> torch.Tensor:
+    def _run_batch(self, batch: PromptBatch, hooked: Sequence[SetHooks], start: int, k: int | None) -> torch.Tensor:
         h = self.handle
         T = batch.input_ids.shape[1]
         if k is not None and k >= T:
             k = None
         if start >= h.n_layers:  # no intervention at all: one clean pass gives every set's answer
-            return self._head(self._resid_at(batch, h.n_layers))[:, None].expand(-1, len(sets), -1)
-        entry, layer = _entry_point(h, sets, start)
+            return self._head(self._resid_at(batch, h.n_layers))[:, None].expand(-1, len(hooked), -1)
+        entry, layer = _entry_point(h, hooked, start)
         cache = None
         if k is None:  # every position may change: share the layer prefix only
             resid = self._resid_at(batch, layer)
@@ -212,8 +225,8 @@ class InterventionEngine:
         per_fwd = self.sets_per_forward(len(batch), suffix_mask_len, T - suffix_mask_len,
                                         0 if shared else h.n_layers - layer)
         chunks = []
-        for c0 in range(0, len(sets), per_fwd):
-            chunk = sets[c0 : c0 + per_fwd]
+        for c0 in range(0, len(hooked), per_fwd):
+            chunk = hooked[c0 : c0 + per_fwd]
             chunks.append(self._run_sets(batch, resid, chunk, entry, layer, cache, k, shared))
         return torch.cat(chunks, dim=1)
 
@@ -259,17 +272,18 @@ class InterventionEngine:
         cap = getattr(h.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
-    def _run_sets(self, batch: PromptBatch, resid: torch.Tensor, sets, entry: str, layer: int, cache,
-                  k: int | None, shared: bool) -> torch.Tensor:
+    def _run_sets(self, batch: PromptBatch, resid: torch.Tensor, hooked: Sequence[SetHooks], entry: str, layer: int,
+                  cache, k: int | None, shared: bool) -> torch.Tensor:
         h = self.handle
-        n = len(sets)
-        x = _enter(h, resid, sets, entry)
-        mask = batch.attention_mask.repeat_interleave(n, dim=0)
+        n = len(hooked)
+        x = _enter(resid, hooked, entry)
         pos = position_ids_for(batch.attention_mask).repeat_interleave(n, dim=0)
-        stacked = _stacked_hooks(h, sets, skip=entry)
-        layers = h.model.get_submodule(h.arch.layers)  # before layers_from truncates the list
-        attn = {i: layers[i].get_submodule(h.arch.attn) for i in range(layer, h.n_layers)}
-        with h.hooks(stacked), layers_from(h, layer) as inner:
+        mask = None if shared else batch.attention_mask.repeat_interleave(n, dim=0)
+        attn = {}
+        if shared:  # looked up before layers_from truncates the layer list
+            layers = h.model.get_submodule(h.arch.layers)
+            attn = {i: layers[i].get_submodule(h.arch.attn) for i in range(layer, h.n_layers)}
+        with h.hooks(_stacked_hooks(hooked, skip=entry)), layers_from(h, layer) as inner:
             if k is None:
                 out = inner(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=False)
             elif shared:

@@ -24,16 +24,6 @@ from torch import nn
 
 NAME = "refusal_sae_shared_prefix"
 _ATTR = "_refusal_sae_shared_prefix"
-_registered = False
-
-
-def _register() -> None:
-    global _registered  # registration in transformers' own global table, done once
-    if not _registered:
-        from transformers import AttentionInterface
-
-        AttentionInterface.register(NAME, shared_prefix_attention_forward)
-        _registered = True
 
 
 def shared_prefix_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -77,7 +67,9 @@ def shared_prefix_attention(attn_modules: dict[int, nn.Module], cache, keep: tor
     """Inside the block, the attention of layer ``i`` (module ``attn_modules[i]``) attends ``n`` stacked sets to
     the unrepeated prefix keys/values of ``cache.layers[i]``; ``keep`` ``[B, T_p]`` marks real prefix tokens.
     The model must run without a cache (``use_cache=False``) and with explicit ``position_ids``."""
-    _register()
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(NAME, shared_prefix_attention_forward)  # idempotent: one entry in its table
     old = config._attn_implementation
     keep = keep.bool()
     try:
