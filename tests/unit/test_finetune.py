@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,11 +56,18 @@ def test_near_duplicates_of_test_prompts_are_caught():
     assert not any(near(x) for x in harmful) and any(near(x) for x in exact)
 
 
-@pytest.mark.parametrize("grid", ["scripts/tune_grid.json", "scripts/tune_grid2.json"])
+ROOT = Path(__file__).resolve().parents[2]
+GRIDS = sorted(p.name for p in (ROOT / "scripts").glob("tune_grid*.json"))
+
+
+def test_grids_are_found():
+    assert len(GRIDS) >= 4
+
+
+@pytest.mark.parametrize("grid", GRIDS)
 def test_every_swept_recipe_is_reproducible_from_its_printed_command(grid, monkeypatch):
     """cli_command(cfg) is what the sweep prints and the manifest records: it must rebuild exactly cfg."""
     import shlex
-    from pathlib import Path
 
     from typer.testing import CliRunner
 
@@ -68,8 +76,7 @@ def test_every_swept_recipe_is_reproducible_from_its_printed_command(grid, monke
 
     seen = []
     monkeypatch.setattr(tune, "train_adapter", lambda cfg, *a, **k: seen.append(cfg) or {})
-    root = Path(__file__).resolve().parents[2]
-    for row in json.loads((root / grid).read_text()):
+    for row in json.loads((ROOT / "scripts" / grid).read_text()):
         cfg = TuneConfig(**row)
         args = shlex.split(tune.cli_command(cfg))[1:]
         result = CliRunner().invoke(app, args)
@@ -86,3 +93,21 @@ def test_sweep_selection_rule():
     rows = [row("a", 0.97, 0.10), row("b", 0.90, 0.04), row("c", 0.92, 0.05), row("d", 0.92, 0.03)]
     assert select(rows, 0.05)["key"] == "d"  # within the bound: most refusal, then least over-refusal
     assert select([row("a", 0.97, 0.10), row("e", 0.80, 0.07)], 0.05)["key"] == "a"  # none within: best margin
+
+
+def test_opening_loss_covers_only_the_first_answer_tokens():
+    import torch
+
+    from refusal_sae.finetune.tune import opening_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 7, 11)
+    # row 0: prompt of 3 tokens, answer of 4; row 1: prompt of 2, answer of 2, then right padding
+    labels = torch.tensor([[-100, -100, -100, 4, 5, 6, 7], [-100, -100, 1, 2, -100, -100, -100]])
+    logp = logits.log_softmax(-1)
+    # label at position t is predicted by the logits at t-1; first 3 answer tokens of row 0, both of row 1
+    picked = [logp[0, 2, 4], logp[0, 3, 5], logp[0, 4, 6], logp[1, 1, 1], logp[1, 2, 2]]
+    expected = -torch.stack(picked).mean()
+    assert torch.allclose(opening_loss(logits, labels, 3), expected)
+    assert torch.allclose(opening_loss(logits, labels, 1), -(logp[0, 2, 4] + logp[1, 1, 1]) / 2)
+    assert opening_loss(logits, torch.full_like(labels, -100), 3) == 0

@@ -31,6 +31,9 @@ def make_refusing_model(
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = D.lora_alpha,
     near_duplicate_jaccard: Annotated[Optional[float], typer.Option(
         help="Also drop training prompts whose word-set Jaccard with any test prompt is at least this.")] = D.near_duplicate_jaccard,
+    opening_weight: Annotated[float, typer.Option(
+        help="Extra loss weight on the answers' first --opening-tokens tokens (the refuse-or-answer decision).")] = D.opening_weight,
+    opening_tokens: Annotated[int, typer.Option(help="Answer tokens the opening loss covers.")] = D.opening_tokens,
     device: DeviceOpt = "cpu",
     out_dir: Annotated[Optional[Path], typer.Option(help="Where to write the adapter (default: the package's committed adapter).")] = None,
     work_dir: Annotated[Path, typer.Option(help="Scratch folder (cached base answers).")] = Path("runs/make-refusing-model"),
@@ -41,7 +44,8 @@ def make_refusing_model(
 
     cfg = TuneConfig(seed=seed, epochs=epochs, lr=lr, n_harmful=n_harmful, n_harmless=n_harmless, n_extra_advbench=n_extra_advbench,
                      persuasive_pairs=persuasive_pairs, drop_refused_harmless=drop_refused_harmless,
-                     batch_size=batch_size, lora_r=lora_r, lora_alpha=lora_alpha, near_duplicate_jaccard=near_duplicate_jaccard)
+                     batch_size=batch_size, lora_r=lora_r, lora_alpha=lora_alpha, near_duplicate_jaccard=near_duplicate_jaccard,
+                     opening_weight=opening_weight, opening_tokens=opening_tokens)
     manifest = train_adapter(cfg, data_dir, out_dir or ADAPTER_DIR, work_dir, command=command_line(), console=err,
                              device=device)
     out.print_json(json.dumps(manifest))

