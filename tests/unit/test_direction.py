@@ -7,6 +7,7 @@ from refusal_sae.direction import (
     SelectionConfig,
     choose,
     compute_candidates,
+    kl_by_prompt,
     mean_activations,
     score_candidates,
 )
@@ -65,6 +66,13 @@ def test_scoring_filters_and_chooses(tiny_llama):
         assert refusal_scores(h, HARMLESS, opening_tokens(h.tokenizer)).mean().item() == pytest.approx(best.induce, abs=1e-4)
     assert best.kept and best.bypass == min(s.bypass for s in scores if s.kept)
     assert all(s.kl >= -1e-9 for s in scores if s.kept)
+    assert best.kl_median <= best.kl_max and best.kl <= best.kl_max + 1e-9
+    # the per-prompt breakdown of the chosen direction: sorted, and its mean is the candidate's KL
+    rows = kl_by_prompt(h, r, HARMLESS, top=2)
+    assert sorted(row["instruction"] for row in rows) == sorted(HARMLESS)
+    assert [row["kl"] for row in rows] == sorted((row["kl"] for row in rows), reverse=True)
+    assert sum(row["kl"] for row in rows) / len(rows) == pytest.approx(best.kl, abs=1e-6)
+    assert len(rows[0]["clean_top"]) == 2 and rows[0]["clean_top"][0][1] >= rows[0]["clean_top"][1][1]
 
 
 def test_choose_with_nothing_kept():

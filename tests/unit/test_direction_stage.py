@@ -34,6 +34,8 @@ def test_direction_stage_resumes_and_exports(tiny_dir, tmp_path, data_dir):
     result = json.loads((run / "direction" / "result.json").read_text())
     assert len(result["candidates"]) == 3 and result["n_train"] == [6, 6]
     assert len(result["harm_refusal_cosine_by_layer"]) == 4
+    assert len(result["kl_by_prompt"]) == 4 and first["kl_median"] <= first["kl_max"]
+    assert "harmless prompts it moves most" in r.stdout
     hv = json.loads((run / "harm_vs_refusal" / "result.json").read_text())
     assert [r["layer"] for r in hv["rows"]] == [1, 2] and first["harm_vs_refusal"] == hv["rows"]
     stamp = (run / "direction" / "result.json").stat().st_mtime_ns

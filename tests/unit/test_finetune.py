@@ -111,3 +111,24 @@ def test_opening_loss_covers_only_the_first_answer_tokens():
     assert torch.allclose(opening_loss(logits, labels, 3), expected)
     assert torch.allclose(opening_loss(logits, labels, 1), -(logp[0, 2, 4] + logp[1, 1, 1]) / 2)
     assert opening_loss(logits, torch.full_like(labels, -100), 3) == 0
+
+
+def test_retain_kl_is_base_to_tuned_kl_over_harmless_answer_tokens():
+    import torch
+
+    from refusal_sae.finetune.tune import retain_kl
+
+    torch.manual_seed(0)
+    tuned, base = torch.randn(2, 6, 9), torch.randn(2, 6, 9)
+    labels = torch.tensor([[-100, -100, 3, 4, -100, -100], [-100, 1, 2, 3, 4, 5]])
+    lp, lq = base.log_softmax(-1), tuned.log_softmax(-1)
+
+    def kl(r, t):  # the label at t + 1 is predicted at t
+        return (lp[r, t].exp() * (lp[r, t] - lq[r, t])).sum()
+
+    only_first = retain_kl(tuned, base, labels, torch.tensor([True, False]))
+    assert torch.allclose(only_first, (kl(0, 1) + kl(0, 2)) / 2)
+    both = retain_kl(tuned, base, labels, torch.tensor([True, True]))
+    assert torch.allclose(both, torch.stack([kl(0, 1), kl(0, 2), *[kl(1, t) for t in range(5)]]).mean())
+    assert retain_kl(tuned, tuned, labels, torch.tensor([True, True])).abs() < 1e-6
+    assert retain_kl(tuned, base, labels, torch.tensor([False, False])) == 0

@@ -26,6 +26,12 @@ from refusal_sae.cli.common import (
 )
 
 
+def _kl_tail(c: dict) -> str:
+    if c.get("kl_median") is None:  # results saved before the median was recorded
+        return ""
+    return f" (median {c['kl_median']:.4f}, max {c['kl_max']:.3f})"
+
+
 @app.command("direction")
 def direction_cmd(
     model: ModelOpt = None,
@@ -61,7 +67,11 @@ def direction_cmd(
     res = run_direction_stage(handle, run, cfg, data_dir)
     c = res.info["chosen"]
     out.print(f"chosen: position {c['pos']}, layer {c['layer']}: bypass {c['bypass']:.3f}, induce {c['induce']:.3f}, "
-              f"KL {c['kl']:.4f}  → {run.root / 'direction'}")
+              f"KL {c['kl']:.4f}{_kl_tail(c)}  → {run.root / 'direction'}")
+    if res.info.get("kl_by_prompt"):
+        out.print("  harmless prompts it moves most (KL; clean → ablated most likely token):")
+        for row in res.info["kl_by_prompt"][:3]:
+            out.print(f"    {row['kl']:.3f}  {row['instruction'][:60]!r}: {row['clean_top'][0][0]!r} → {row['ablated_top'][0][0]!r}")
     kept = sorted((s for s in res.info["candidates"] if s["kept"]), key=lambda s: s["bypass"])[:5]
     for s in kept:
         out.print(f"  pos {s['pos']:3d} layer {s['layer']:3d}  bypass {s['bypass']:7.3f}  induce {s['induce']:7.3f}  KL {s['kl']:.4f}")

@@ -44,6 +44,10 @@ class CandidateScore:
     kl: float
     kept: bool
     reason: str = ""
+    # The mean KL (the filter, as in Arditi et al.) is tail-heavy on small models: a few harmless prompts whose
+    # most likely opening token changes carry most of it. Median and max show that tail.
+    kl_median: float = math.nan
+    kl_max: float = math.nan
 
 
 def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -81,16 +85,35 @@ def score_candidates(handle: ModelHandle, cands: DirectionCandidates, harmful_va
             continue
         ablated = engine.last_logits(both, [[DirectionAblation(r)] for _, r in todo]).double()  # [S, P, V]
         bypass = refusal_score_from_logits(ablated[:, : len(harmful_val)], refusal_tokens).mean(1)
-        kl = kl_divergence(clean_harmless[None], ablated[:, len(harmful_val) :]).mean(1)
+        kl_all = kl_divergence(clean_harmless[None], ablated[:, len(harmful_val) :])  # [S, P]
+        kl, kl_med, kl_max = kl_all.mean(1), kl_all.median(1).values, kl_all.max(1).values
         induce = engine.score(harmless_val, [[ActAdd(r, layer)] for _, r in todo], refusal_tokens).mean(1)
         for i, (pos, _) in enumerate(todo):
-            s = CandidateScore(pos, layer, bypass[i].item(), induce[i].item(), kl[i].item(), True)
+            s = CandidateScore(pos, layer, bypass[i].item(), induce[i].item(), kl[i].item(), True,
+                               kl_median=kl_med[i].item(), kl_max=kl_max[i].item())
             if not math.isfinite(s.kl) or s.kl > cfg.max_kl:
                 s.kept, s.reason = False, f"KL {s.kl:.3f} > {cfg.max_kl}"
             elif s.induce < cfg.min_induce:
                 s.kept, s.reason = False, f"induce {s.induce:.2f} < {cfg.min_induce}"
             found[pos, layer] = s
     return [found[pos, layer] for pos in positions for layer in layers]
+
+
+def kl_by_prompt(handle: ModelHandle, direction: torch.Tensor, prompts: Sequence[str],
+                 engine: InterventionEngine | None = None, top: int = 3) -> list[dict]:
+    """Per-prompt KL(clean ‖ ablated) at the last position for one direction, largest first, with each
+    prompt's most likely next tokens before and after the ablation (what the KL tail is made of)."""
+    engine = engine or InterventionEngine(handle)
+    logits = engine.last_logits(prompts, [[], [DirectionAblation(direction)]]).double()  # [2, P, V]
+    kl = kl_divergence(logits[0], logits[1])
+    probs = logits.softmax(-1)
+
+    def head(p: torch.Tensor) -> list[list]:
+        values, ids = p.topk(top)
+        return [[handle.tokenizer.decode([int(t)]), round(v, 4)] for v, t in zip(values.tolist(), ids.tolist(), strict=True)]
+
+    return [{"instruction": prompts[i], "kl": kl[i].item(), "clean_top": head(probs[0, i]),
+             "ablated_top": head(probs[1, i])} for i in kl.argsort(descending=True).tolist()]
 
 
 def apply_filters(scores: Sequence[CandidateScore], cfg: SelectionConfig) -> list[CandidateScore]:

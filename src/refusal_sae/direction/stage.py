@@ -20,6 +20,7 @@ from refusal_sae.direction.select import (
     SelectionConfig,
     apply_filters,
     choose,
+    kl_by_prompt,
     score_candidates,
     scores_to_dicts,
 )
@@ -109,13 +110,14 @@ def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, 
     save_file({"direction": direction.contiguous(), "harm": cands.harm.float().contiguous()},
               str(stage / "direction.safetensors"))
     info = {
-        "chosen": asdict(best),
+        "chosen": scores_to_dicts([best])[0],
         "refusal_tokens": tokens,
         "n_train": [cands.n_harmful, cands.n_harmless],
         "massive_directions_removed": 0 if cands.massive is None else len(cands.massive),
         "n_val": [len(harmful_val), len(harmless_val)],
         "candidates": scores_to_dicts(scores),
         "harm_refusal_cosine_by_layer": harm_refusal_cosines(cands, best.pos),
+        "kl_by_prompt": kl_by_prompt(handle, direction, harmless_val, top=3),
     }
     run.finish("direction", conf, info)
     return DirectionResult(direction, best.pos, best.layer, cands.harm.float(), run.load("direction"))

