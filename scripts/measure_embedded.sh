@@ -33,9 +33,16 @@ case "${1:-}" in
     ;;
   direction)
     # Selection as measured (README): all 260 harmful_train prompts per class, candidate layers 6-23 (the last 20% are
-    # pruned anyway). No candidate of this 135M model with induce >= 0 reaches KL <= 0.1: the lowest is 0.236 (pos -1,
-    # layer 20; measured on the committed adapter), so the bound is relaxed to 0.25 (the error lists the candidates).
-    "$RS" direction ${DIRECTION_ARGS:---n-train 260 --layers 6-23 --max-kl 0.25} --harm-layers 2-23:3 --json | tail -n 1 > runs/direction.json
+    # pruned anyway). The paper's bound KL <= 0.1 first; when no candidate passes it, the smallest of 0.15, 0.2, 0.25
+    # that admits one (a re-run with another bound reuses the measured scores; the error lists the candidates).
+    chosen=""
+    for KL in ${DIRECTION_MAX_KL:-0.1 0.15 0.2 0.25}; do
+      if "$RS" direction ${DIRECTION_ARGS:---n-train 260 --layers 6-23} --max-kl "$KL" --harm-layers 2-23:3 --json > runs/direction.out; then
+        chosen=$KL; break
+      fi
+    done
+    [ -n "$chosen" ] || { echo "no candidate direction within any KL bound" >&2; exit 1; }
+    tail -n 1 runs/direction.out | python3 -c "import json,sys; d=json.load(sys.stdin); d['max_kl']=$chosen; print(json.dumps(d))" > runs/direction.json
     for d in jailbreakbench harmbench_test; do ev "ablate/$d" --dataset "$d" --intervention ablate; done
     ev "actadd/harmless_test" --dataset harmless_test --n 100 --intervention actadd
     # Activation-addition coefficient calibrated on harmless_val (never on test): the smallest of these whose

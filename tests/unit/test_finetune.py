@@ -132,3 +132,11 @@ def test_retain_kl_is_base_to_tuned_kl_over_harmless_answer_tokens():
     assert torch.allclose(both, torch.stack([kl(0, 1), kl(0, 2), *[kl(1, t) for t in range(5)]]).mean())
     assert retain_kl(tuned, tuned, labels, torch.tensor([True, True])).abs() < 1e-6
     assert retain_kl(tuned, base, labels, torch.tensor([False, False])) == 0
+
+
+def test_defaults_are_the_committed_adapters_recipe():
+    """``make-refusing-model --seed 0`` with no other option retrains the committed adapter."""
+    from dataclasses import asdict
+
+    manifest = json.loads((ROOT / "src/refusal_sae/artifacts/smollm2-refusal-lora/manifest.json").read_text())
+    assert manifest["config"] == asdict(TuneConfig())

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 
 @dataclass
 class TuneConfig:
-    """Defaults: the recipe chosen on the validation splits by ``tune-sweep`` (``scripts/tune_grid2.json``, row 1),
-    which made the committed adapter."""
+    """Defaults: the recipe chosen on the validation splits by ``tune-sweep`` (``scripts/tune_grid2.json`` row 1, plus
+    ``harmless_kl_weight`` from ``scripts/tune_grid5.json`` row 1), which made the committed adapter."""
 
     seed: int = 0
     n_harmful: int = 260  # all of harmful_train
@@ -31,7 +31,7 @@ class TuneConfig:
     # Retain term on harmless examples: + harmless_kl_weight * mean over their answer tokens of KL(base ‖ tuned),
     # the base model's full next-token distribution (adapter disabled) as target, not only its greedy token.
     # 0 = off (no extra forward pass).
-    harmless_kl_weight: float = 0.0
+    harmless_kl_weight: float = 1.0
     # Also drop training prompts whose word set overlaps a test prompt's by this Jaccard index or more
     # (near-duplicates, e.g. JailbreakBench goals re-worded from AdvBench); None = exact matches only.
     near_duplicate_jaccard: float | None = None
