@@ -46,6 +46,19 @@ def test_ablation_leaves_no_component_in_stream():
     assert max(seen) < 1e-4
 
 
+def test_ablation_restricted_to_layers_leaves_earlier_layers_alone():
+    h = build_tiny("llama")
+    r = torch.randn(h.d_model)
+    ru = r / r.norm()
+    seen = {}
+    reader = [(f"blocks.{L}.hook_resid_post", lambda a, L=L: seen.__setitem__(L, (a @ ru).abs().max().item()))
+              for L in range(h.n_layers)]
+    _logits(h, DirectionAblation(r, layers=(2, 3)).hooks(h) + reader)
+    assert seen[0] > 1e-3 and seen[1] > 1e-3  # untouched before layer 2
+    assert seen[2] < 1e-4 and seen[3] < 1e-4
+    assert {n.split(".")[1] for n, _ in DirectionAblation(r, layers=(2, 3)).hooks(h)} == {"2", "3"}
+
+
 def test_actadd_shifts_resid_by_vector():
     h = build_tiny("llama")
     v = torch.randn(h.d_model)
@@ -63,6 +76,8 @@ def test_intervention_errors():
         DirectionAblation(torch.randn(h.d_model + 1)).hooks(h)
     with pytest.raises(ConfigError):
         ActAdd(torch.randn(h.d_model), layer=99).hooks(h)
+    with pytest.raises(ConfigError, match="out of range"):
+        DirectionAblation(torch.randn(h.d_model), layers=(1, 99)).hooks(h)
     with pytest.raises(NumericalError):
         DirectionAblation(torch.full((h.d_model,), float("nan"))).hooks(h)
     with pytest.raises(ConfigError, match="approximate"):

@@ -76,7 +76,8 @@ def default_run_dir(model: str | None) -> Path:
     return Path("runs") / slug(model or DEFAULT_MODEL)
 
 
-def intervention_hooks(handle, intervention: str, run_dir: Path | None, coeff: float):
+def intervention_hooks(handle, intervention: str, run_dir: Path | None, coeff: float,
+                       ablate_layers: tuple[int, ...] | None = None):
     from refusal_sae.errors import ConfigError
     from refusal_sae.interventions import ActAdd, DirectionAblation
 
@@ -86,7 +87,7 @@ def intervention_hooks(handle, intervention: str, run_dir: Path | None, coeff: f
         raise ConfigError(f"unknown intervention {intervention!r}; expected none, ablate or actadd")
     d = load_direction(run_dir or default_run_dir(handle.name))
     if intervention == "ablate":
-        return DirectionAblation(d.direction).hooks(handle)
+        return DirectionAblation(d.direction, layers=ablate_layers).hooks(handle)
     return ActAdd(d.direction, d.layer, coeff).hooks(handle)
 
 

@@ -19,6 +19,7 @@ from refusal_sae.cli.common import (
     TrustOpt,
     app,
     default_run_dir,
+    int_list,
     intervention_hooks,
     load_direction,
     load_handle,
@@ -45,6 +46,8 @@ def eval_cmd(
     intervention: Annotated[str, typer.Option(help="none | ablate (the run's refusal direction, every layer) | actadd (add it at its layer).")] = "none",
     run_dir: RunDirOpt = None,
     coeff: Annotated[float, typer.Option(help="Coefficient of --intervention actadd.")] = 1.0,
+    ablate_layers: Annotated[Optional[str], typer.Option(
+        help="Restrict --intervention ablate to these layers, e.g. '16-29' (default: every layer, as the paper does).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Refused / complied / degenerate rates (95% Wilson CIs) of a model on a prompt set."""
@@ -54,19 +57,22 @@ def eval_cmd(
     from refusal_sae.scoring import EvalConfig, discover_refusal_tokens, evaluate, get_judge
 
     judge_obj = get_judge(judge)  # cheap checks first, before data and the slow model load
+    layers = int_list(ablate_layers)
     if intervention != "none":
         load_direction(run_dir or default_run_dir(model))
     prompts = load_dataset(dataset, data_dir, n=n, seed=seed)
     handle = load_handle(model, device, dtype, trust_remote_code, offline)
     tokens = discover_refusal_tokens(handle, load_dataset("harmful_train", data_dir).sample(32, seed).instructions)
-    hooks = intervention_hooks(handle, intervention, run_dir, coeff)
+    hooks = intervention_hooks(handle, intervention, run_dir, coeff, layers)
     with handle.hooks(hooks):
         result = evaluate(handle, prompts, judge_obj, tokens, EvalConfig(max_new_tokens, batch_size))
     tag = "" if intervention == "none" else f"__{intervention}"
+    if ablate_layers and intervention == "ablate":
+        tag += f"-layers{ablate_layers}"
     path = out_file or Path("runs/eval") / f"{slug(handle.name)}__{slug(prompts.name)}{tag}.jsonl"
     result.write_jsonl(path)
     summary = result.summary() | {"jsonl": str(path), "max_new_tokens": max_new_tokens, "seed": seed,
-                                  "intervention": intervention}
+                                  "intervention": intervention, "ablate_layers": ablate_layers}
     table = Table(title=f"{handle.name} on {prompts.name} (n={result.n}, {max_new_tokens} greedy tokens)")
     for col in ("judgement", "rate", "95% CI"):
         table.add_column(col)

@@ -54,6 +54,9 @@ class DirectionAblation:
     def hooks(self, handle: ModelHandle) -> list[tuple[str, HookFn]]:
         _check_dim(handle, self.direction, "ablation direction")
         layers = range(handle.n_layers) if self.layers is None else self.layers
+        bad = [L for L in layers if not 0 <= L < handle.n_layers]
+        if bad or not layers:
+            raise ConfigError(f"ablation layers {bad or 'none'} out of range, model has {handle.n_layers} layers")
         fn = projection_remover(self.direction.float())
         return [(f"blocks.{L}.hook_{k}", fn) for L in layers for k in ("resid_pre", "attn_out", "mlp_out")]
 
