@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from refusal_sae.data import PromptSet, load_dataset
 from refusal_sae.data.registry import resolve_path
+from refusal_sae.direction.select import kl_divergence
 from refusal_sae.finetune.config import TuneConfig, cli_command  # noqa: F401  (re-exported)
 from refusal_sae.finetune.refusals import refusal_texts
 from refusal_sae.finetune.synthetic import benign_persuasive, harmful_persuasive
@@ -140,17 +141,14 @@ def opening_loss(logits: torch.Tensor, labels: torch.Tensor, n_tokens: int) -> t
     return torch.nn.functional.cross_entropy(pred[keep], target[keep])
 
 
-def retain_kl(tuned_logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor,
-              rows: torch.Tensor) -> torch.Tensor:
-    """Mean KL(base ‖ tuned) of the next-token distributions over the answer tokens of the selected ``rows``
-    (bool ``[B]``, the harmless examples). The greedy-answer cross-entropy only pins the base model's top token;
+def retain_kl(tuned_logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean KL(base ‖ tuned) of the next-token distributions over the answer tokens of these rows (the caller
+    passes only the harmless examples). The greedy-answer cross-entropy only pins the base model's top token;
     this keeps the rest of its distribution (e.g. the small mass on "I'm sorry") where the base model had it."""
-    keep = (labels[:, 1:] != -100) & rows[:, None].to(labels.device)
+    keep = labels[:, 1:] != -100
     if not keep.any():
         return tuned_logits.new_zeros(())
-    lq = tuned_logits[:, :-1][keep].float().log_softmax(-1)
-    lp = base_logits[:, :-1][keep].float().log_softmax(-1)
-    return (lp.exp() * (lp - lq)).sum(-1).mean()
+    return kl_divergence(base_logits[:, :-1][keep].float(), tuned_logits[:, :-1][keep].float()).mean()
 
 
 def write_adapter_card(out_dir: Path, manifest: dict) -> None:
@@ -221,10 +219,11 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
             loss = res.loss
             if cfg.opening_weight:
                 loss = loss + cfg.opening_weight * opening_loss(res.logits, labels, cfg.opening_tokens)
-            if cfg.harmless_kl_weight:
-                with torch.no_grad(), model.disable_adapter():
-                    base_logits = model(input_ids=ids, attention_mask=mask).logits
-                loss = loss + cfg.harmless_kl_weight * retain_kl(res.logits, base_logits, labels, harmless_row[idx])
+            rows = harmless_row[idx].to(ids.device)
+            if cfg.harmless_kl_weight and rows.any():
+                with torch.no_grad(), model.disable_adapter():  # base forward on the harmless rows only
+                    base_logits = model(input_ids=ids[rows], attention_mask=mask[rows]).logits
+                loss = loss + cfg.harmless_kl_weight * retain_kl(res.logits[rows], base_logits, labels[rows])
                 del base_logits
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
