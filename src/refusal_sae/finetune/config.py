@@ -31,7 +31,7 @@ class TuneConfig:
     # Retain term on harmless examples: + harmless_kl_weight * mean over their answer tokens of KL(base ‖ tuned),
     # the base model's full next-token distribution (adapter disabled) as target, not only its greedy token.
     # 0 = off (no extra forward pass).
-    harmless_kl_weight: float = 1.0
+    harmless_kl_weight: float = 2.0
     # Also drop training prompts whose word set overlaps a test prompt's by this Jaccard index or more
     # (near-duplicates, e.g. JailbreakBench goals re-worded from AdvBench); None = exact matches only.
     near_duplicate_jaccard: float | None = None
