@@ -1,7 +1,7 @@
 """Does another way of removing the refusal direction move harmless outputs less? (README, "Refusal direction")
 
-The selected direction's KL on harmless prompts is above the paper's 0.1 on the embedded 135M model. This script
-measures, side by side on the same validation prompts, the bypass score and the harmless KL of the chosen
+The selected direction's KL on harmless prompts sits near the paper's bound of 0.1 on the embedded 135M model. This
+script measures, side by side on the same validation prompts, the bypass score and the harmless KL of the chosen
 (position, layer) candidate under variants of the ablation and of the direction itself:
 
 - ``arditi``: the stage's ablation (every layer, every position, massive directions projected out, k = 4);
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from refusal_sae.data import load_dataset
-from refusal_sae.direction.diff_in_means import mean_activations, project_out, top_directions
+from refusal_sae.direction.diff_in_means import massive_mask, mean_activations, project_out, top_directions
 from refusal_sae.direction.select import kl_divergence
 from refusal_sae.interventions.directional import DirectionAblation, unit
 from refusal_sae.interventions.engine import InterventionEngine
@@ -73,10 +73,8 @@ def mean_projection(handle, prompts, direction, ratio=5.0, batch_size=32) -> tup
         batch = handle.batch([handle.format(x) for x in prompts[i : i + batch_size]])
         cache = handle.cache_activations(batch, names)
         acts = torch.stack([cache[n] for n in names], 2).double().cpu()  # [B, T, L, d]
-        norms = acts.norm(dim=-1)
-        valid = batch.attention_mask.bool().cpu()[:, :, None].expand_as(norms)
-        median = norms.masked_fill(~valid, float("nan")).nanmedian(1).values
-        ok = valid & (norms < ratio * median[:, None])
+        attention = batch.attention_mask.cpu()
+        ok = attention.bool()[:, :, None] & ~massive_mask(acts, attention, ratio)  # [B, T, L]
         total += ((acts @ d) * ok).sum((0, 1))
         count += ok.sum((0, 1))
     return tuple((total / count).tolist())
@@ -103,16 +101,14 @@ def main() -> None:
     mu = b.post_inst[args.pos, args.layer].float()
     mu = mu / mu.norm()
     n_post = h.format(harmless[0]).n_post_inst
-    variants = {"arditi": (r, DirectionAblation(r))}
+    variants = {"arditi": DirectionAblation(r)}
     for k in (8, 16):
-        v = project_out(raw, top_directions(gram, k)).float()
-        variants[f"massive-k={k}"] = (v, DirectionAblation(v))
-    perp = r - (r @ mu) * mu
-    variants["perp-harmless-mean"] = (perp, DirectionAblation(perp))
+        variants[f"massive-k={k}"] = DirectionAblation(project_out(raw, top_directions(gram, k)).float())
+    variants["perp-harmless-mean"] = DirectionAblation(r - (r @ mu) * mu)
     for start in (8, 16):
-        variants[f"from-layer-{start}"] = (r, DirectionAblation(r, layers=tuple(range(start, h.n_layers))))
-    variants["post-inst-only"] = (r, PartialAblation(r, last_k=n_post))
-    variants["mean-ablation"] = (r, PartialAblation(r, targets=mean_projection(h, harmless[:64], r)))
+        variants[f"from-layer-{start}"] = DirectionAblation(r, layers=tuple(range(start, h.n_layers)))
+    variants["post-inst-only"] = PartialAblation(r, last_k=n_post)
+    variants["mean-ablation"] = PartialAblation(r, targets=mean_projection(h, harmless[:64], r))
 
     tokens = discover_refusal_tokens(h, load_dataset("harmful_train").sample(32, args.seed + 1).instructions)
     fv = load_dataset("harmful_val").sample(args.n_val, args.seed).instructions
@@ -121,7 +117,7 @@ def main() -> None:
     clean = engine.last_logits([*fv, *hv], [[]])[0].double()
     print(f"clean: refusal score harmful {refusal_score_from_logits(clean[: len(fv)], tokens).mean():.2f}")
     rows = []
-    for name, (_vec, iv) in variants.items():
+    for name, iv in variants.items():
         logits = engine.last_logits([*fv, *hv], [[iv]])[0].double()
         kl = kl_divergence(clean[len(fv) :], logits[len(fv) :])
         row = {"variant": name, "bypass": refusal_score_from_logits(logits[: len(fv)], tokens).mean().item(),
