@@ -25,6 +25,7 @@ def run_cli(*args):
     (["eval", "--dataset", "no_such_set"], "unknown dataset"),
     (["eval", "--dataset", "/tmp/nope.json"], "not found"),
     (["eval", "--judge", "nope", "--dataset", "jailbreakbench"], "unknown judge"),
+    (["eval", "--dataset", "jailbreakbench", "--intervention", "actadd", "--ablate-layers", "16-29"], "ablate only"),
     (["datasets", "--data-dir", "/nonexistent"], "file not found"),
 ])
 def test_user_errors_exit_2_with_one_line(args, needle):

@@ -54,10 +54,13 @@ def eval_cmd(
     from rich.table import Table
 
     from refusal_sae.data import load_dataset
+    from refusal_sae.errors import ConfigError
     from refusal_sae.scoring import EvalConfig, discover_refusal_tokens, evaluate, get_judge
 
     judge_obj = get_judge(judge)  # cheap checks first, before data and the slow model load
     layers = int_list(ablate_layers)
+    if layers is not None and intervention != "ablate":
+        raise ConfigError(f"--ablate-layers applies to --intervention ablate only, not {intervention!r}")
     if intervention != "none":
         load_direction(run_dir or default_run_dir(model))
     prompts = load_dataset(dataset, data_dir, n=n, seed=seed)
@@ -67,7 +70,7 @@ def eval_cmd(
     with handle.hooks(hooks):
         result = evaluate(handle, prompts, judge_obj, tokens, EvalConfig(max_new_tokens, batch_size))
     tag = "" if intervention == "none" else f"__{intervention}"
-    if ablate_layers and intervention == "ablate":
+    if layers is not None:  # only with --intervention ablate (checked above)
         tag += f"-layers{ablate_layers}"
     path = out_file or Path("runs/eval") / f"{slug(handle.name)}__{slug(prompts.name)}{tag}.jsonl"
     result.write_jsonl(path)
