@@ -35,9 +35,22 @@ def test_base_refusals_are_dropped_from_harmless_targets(cfg, tmp_path):
     assert harmless[0] not in targets and harmless[1] not in targets and targets[harmless[2]] == answers[2]
     assert stats == {"n_harmful": len(harmful), "n_harmless_prompts": len(harmless),
                      "n_harmless_kept": len(harmless) - 2, "base_refused_harmless": 1}
-    assert all(eos for x, _, eos in ex if x in harmful) and not any(eos for x, _, eos in ex if x in harmless)
+    assert {e.kind for e in ex if e.instruction in harmful} == {"refusal"}
+    assert {e.kind for e in ex if e.instruction in harmless} == {"answer"}
     kept_all = build_examples(None, TuneConfig(**{**cfg.__dict__, "drop_refused_harmless": False}), None, tmp_path)
     assert len(kept_all) == len(ex) + 1  # only the empty answer is still dropped
+
+    # the harmful-answer retain term adds the base model's own answers to the harmful prompts as "retain" rows,
+    # leaving out empty answers and refusals
+    h_answers = [f"Step {i}: here is how." for i in range(len(harmful))]
+    h_answers[0], h_answers[1] = "", "I'm sorry, but I cannot help with that."
+    key = hashlib.sha256(json.dumps([harmful, cfg.harmless_answer_tokens]).encode()).hexdigest()[:12]
+    (tmp_path / f"harmful_answers-{key}.json").write_text(json.dumps(h_answers))
+    with_retain = build_examples(None, TuneConfig(**{**cfg.__dict__, "harmful_answer_kl_weight": 1.0}), None,
+                                 tmp_path, stats)
+    retain = [e for e in with_retain if e.kind == "retain"]
+    assert with_retain[: len(ex)] == ex and stats["n_harmful_retain"] == len(retain) == len(harmful) - 2
+    assert [(e.instruction, e.answer) for e in retain] == list(zip(harmful[2:], h_answers[2:], strict=True))
 
 
 def test_near_duplicates_of_test_prompts_are_caught():
@@ -134,8 +147,24 @@ def test_retain_kl_is_base_to_tuned_kl_over_harmless_answer_tokens():
     assert retain_kl(tuned, base, torch.full_like(labels, -100)) == 0
 
 
+def test_token_ce_and_after_opening():
+    import torch
+
+    from refusal_sae.finetune.tune import after_opening, token_ce
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 7, 11)
+    labels = torch.tensor([[-100, -100, -100, 4, 5, 6, 7], [-100, -100, 1, 2, -100, -100, -100]])
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1))
+    assert torch.allclose(token_ce(logits, labels), expected)  # the same as transformers' labels= loss
+    assert token_ce(logits, torch.full_like(labels, -100)) == 0  # no labelled token: 0, not NaN
+    assert after_opening(labels, 2).tolist() == [[-100] * 5 + [6, 7], [-100] * 7]
+    assert torch.equal(after_opening(labels, 0), labels)
+
+
 def test_defaults_are_the_committed_adapters_recipe():
-    """``make-refusing-model --seed 0`` with no other option retrains the committed adapter."""
+    """``make-refusing-model --seed 0`` with no other option retrains the committed adapter. (Options added after it
+    was trained are recorded in its manifest at their off value, which is how it was trained.)"""
     from dataclasses import asdict
 
     manifest = json.loads((ROOT / "src/refusal_sae/artifacts/smollm2-refusal-lora/manifest.json").read_text())

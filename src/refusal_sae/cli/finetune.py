@@ -36,6 +36,11 @@ def make_refusing_model(
     opening_tokens: Annotated[int, typer.Option(help="Answer tokens the opening loss covers.")] = D.opening_tokens,
     harmless_kl_weight: Annotated[float, typer.Option(
         help="Weight of KL(base ‖ tuned) over harmless answers' tokens (keeps their full distribution; 0: off).")] = D.harmless_kl_weight,
+    harmful_answer_kl_weight: Annotated[float, typer.Option(
+        help="Weight of KL(base ‖ tuned) over the base model's own answers to harmful prompts, after their first "
+             "--harmful-answer-skip tokens (0: off).")] = D.harmful_answer_kl_weight,
+    harmful_answer_skip: Annotated[int, typer.Option(
+        help="Opening tokens of those answers left out of that KL (the refusal decision).")] = D.harmful_answer_skip,
     device: DeviceOpt = "cpu",
     out_dir: Annotated[Optional[Path], typer.Option(help="Where to write the adapter (default: the package's committed adapter).")] = None,
     work_dir: Annotated[Path, typer.Option(help="Scratch folder (cached base answers).")] = Path("runs/make-refusing-model"),
@@ -48,7 +53,8 @@ def make_refusing_model(
                      persuasive_pairs=persuasive_pairs, drop_refused_harmless=drop_refused_harmless,
                      batch_size=batch_size, lora_r=lora_r, lora_alpha=lora_alpha, near_duplicate_jaccard=near_duplicate_jaccard,
                      opening_weight=opening_weight, opening_tokens=opening_tokens,
-                     harmless_kl_weight=harmless_kl_weight)
+                     harmless_kl_weight=harmless_kl_weight, harmful_answer_kl_weight=harmful_answer_kl_weight,
+                     harmful_answer_skip=harmful_answer_skip)
     manifest = train_adapter(cfg, data_dir, out_dir or ADAPTER_DIR, work_dir, command=command_line(), console=err,
                              device=device)
     out.print_json(json.dumps(manifest))

@@ -32,6 +32,13 @@ class TuneConfig:
     # the base model's full next-token distribution (adapter disabled) as target, not only its greedy token.
     # 0 = off (no extra forward pass).
     harmless_kl_weight: float = 2.0
+    # Retain term on harmful prompts' *answers*: the base model's own greedy answer to each harmful prompt, and
+    # + harmful_answer_kl_weight * mean KL(base ‖ tuned) over its tokens after the first harmful_answer_skip (no
+    # cross-entropy on these rows). The opening, where the refuse-or-answer decision is made, stays free to learn
+    # refusal; once an answer has begun, the tuned model continues it as the base model would, so that removing the
+    # refusal direction lands on a fluent answer rather than a loop. 0 = off.
+    harmful_answer_kl_weight: float = 0.0
+    harmful_answer_skip: int = 4
     # Also drop training prompts whose word set overlaps a test prompt's by this Jaccard index or more
     # (near-duplicates, e.g. JailbreakBench goals re-worded from AdvBench); None = exact matches only.
     near_duplicate_jaccard: float | None = None

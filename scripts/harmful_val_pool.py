@@ -1,0 +1,24 @@
+"""Write the pooled *validation* harmful prompts used to compare safety-tune candidates under direction ablation:
+harmful_val + harmbench_val + the MaliciousInstruct and TDC2023 prompts that are not in harmful_train (none of these
+is a test set, and the tune trains only on harmful_train and AdvBench).
+
+    python scripts/harmful_val_pool.py runs/harmful_val_pool.jsonl
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from refusal_sae.data import load_dataset
+from refusal_sae.finetune.tune import _norm
+
+train = {_norm(r.instruction) for r in load_dataset("harmful_train")}
+rows, seen = [], set(train)
+for name in ("harmful_val", "harmbench_val", "malicious_instruct", "tdc2023"):
+    for r in load_dataset(name):
+        if _norm(r.instruction) not in seen:
+            seen.add(_norm(r.instruction))
+            rows.append({"instruction": r.instruction, "category": name})
+out = Path(sys.argv[1])
+out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+print(f"{len(rows)} prompts -> {out}")
