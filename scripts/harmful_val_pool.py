@@ -2,7 +2,8 @@
 harmful_val + harmbench_val + the MaliciousInstruct and TDC2023 prompts that are not in harmful_train (none of these
 is a test set, and the tune trains only on harmful_train and AdvBench).
 
-    python scripts/harmful_val_pool.py runs/harmful_val_pool.jsonl
+    .venv/bin/python scripts/harmful_val_pool.py runs/harmful_val_pool.jsonl
+    .venv/bin/refusal-sae eval --dataset runs/harmful_val_pool.jsonl --intervention ablate
 """
 
 import json
@@ -12,6 +13,8 @@ from pathlib import Path
 from refusal_sae.data import load_dataset
 from refusal_sae.finetune.tune import _norm
 
+if len(sys.argv) != 2:
+    sys.exit("usage: harmful_val_pool.py OUT.jsonl")
 train = {_norm(r.instruction) for r in load_dataset("harmful_train")}
 rows, seen = [], set(train)
 for name in ("harmful_val", "harmbench_val", "malicious_instruct", "tdc2023"):
