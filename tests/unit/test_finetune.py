@@ -169,3 +169,38 @@ def test_defaults_are_the_committed_adapters_recipe():
 
     manifest = json.loads((ROOT / "src/refusal_sae/artifacts/smollm2-refusal-lora/manifest.json").read_text())
     assert manifest["config"] == asdict(TuneConfig())
+
+
+def test_batch_loss_combines_cross_entropy_and_both_retain_terms(tiny_llama):
+    """The training step's loss on a tiny peft model: cross-entropy skips the retain rows, each retain term is the KL
+    to the adapter-free model on its own rows (after the opening for harmful answers), and a batch of retain rows
+    alone gives a finite loss."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from refusal_sae.finetune.tune import after_opening, batch_loss, retain_kl, token_ce
+
+    model = get_peft_model(tiny_llama.model, LoraConfig(r=4, target_modules=["q_proj", "down_proj"],
+                                                        init_lora_weights=False))  # a non-zero adapter
+    model.eval()
+    torch.manual_seed(0)
+    ids = torch.randint(3, 60, (3, 8))
+    mask = torch.ones_like(ids)
+    labels = ids.clone()
+    labels[:, :3] = -100  # a 3-token prompt, then the answer
+    harmless, retain = torch.tensor([False, True, False]), torch.tensor([False, False, True])
+    with torch.no_grad():
+        tuned = model(input_ids=ids, attention_mask=mask).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids, attention_mask=mask).logits
+        ce = token_ce(tuned, labels.masked_fill(retain[:, None], -100))
+        kl_h = retain_kl(tuned[1:2], base[1:2], labels[1:2])
+        kl_r = retain_kl(tuned[2:], base[2:], after_opening(labels[2:], 2))
+        assert kl_h > 0 and kl_r > 0
+        off = TuneConfig(harmless_kl_weight=0.0, harmful_answer_kl_weight=0.0)
+        assert torch.allclose(batch_loss(model, ids, labels, mask, harmless, retain, off), ce)
+        both = TuneConfig(harmless_kl_weight=2.0, harmful_answer_kl_weight=0.5, harmful_answer_skip=2)
+        assert torch.allclose(batch_loss(model, ids, labels, mask, harmless, retain, both), ce + 2 * kl_h + 0.5 * kl_r,
+                              atol=1e-5)
+        only_retain = batch_loss(model, ids[2:], labels[2:], mask[2:], harmless[2:], retain[2:], both)
+        assert torch.allclose(only_retain, 0.5 * kl_r, atol=1e-5)

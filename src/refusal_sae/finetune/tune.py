@@ -183,13 +183,36 @@ def opening_loss(logits: torch.Tensor, labels: torch.Tensor, n_tokens: int) -> t
 
 
 def retain_kl(tuned_logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean KL(base ‖ tuned) of the next-token distributions over the answer tokens of these rows (the caller
-    passes only the harmless examples). The greedy-answer cross-entropy only pins the base model's top token;
+    """Mean KL(base ‖ tuned) of the next-token distributions over the labelled tokens of these rows (the caller
+    passes the rows of one retain term). The greedy-answer cross-entropy only pins the base model's top token;
     this keeps the rest of its distribution (e.g. the small mass on "I'm sorry") where the base model had it."""
     keep = labels[:, 1:] != -100
     if not keep.any():
         return tuned_logits.new_zeros(())
     return kl_divergence(base_logits[:, :-1][keep].float(), tuned_logits[:, :-1][keep].float()).mean()
+
+
+def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, harmless: torch.Tensor,
+               retain: torch.Tensor, cfg: TuneConfig) -> torch.Tensor:
+    """One step's loss for a peft ``model``: cross-entropy on the refusal and harmless-answer rows (+ the opening
+    term), plus each enabled retain term, KL to the base model (the adapter switched off) on its own rows
+    (``harmless``/``retain``: bool ``[B]``). One no-grad base forward serves both retain terms."""
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    ce_labels = labels.masked_fill(retain[:, None], -100)  # retain rows: no cross-entropy
+    loss = token_ce(logits, ce_labels)
+    if cfg.opening_weight:
+        loss = loss + cfg.opening_weight * opening_loss(logits, ce_labels, cfg.opening_tokens)
+    terms = [(w, rows, lab) for w, rows, lab in (
+        (cfg.harmless_kl_weight, harmless, labels),
+        (cfg.harmful_answer_kl_weight, retain, after_opening(labels, cfg.harmful_answer_skip))) if w and rows.any()]
+    if terms:
+        kl_rows = torch.stack([rows for _w, rows, _lab in terms]).any(0)
+        with torch.no_grad(), model.disable_adapter():  # base forward on the rows with a retain term only
+            base_logits = model(input_ids=ids[kl_rows], attention_mask=mask[kl_rows]).logits
+        for w, rows, lab in terms:
+            sub = rows[kl_rows]
+            loss = loss + w * retain_kl(logits[rows], base_logits[sub], lab[rows])
+    return loss
 
 
 def write_adapter_card(out_dir: Path, manifest: dict) -> None:
@@ -260,25 +283,8 @@ def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, w
             idx = order[b : b + cfg.batch_size]
             ids, labels, mask = (t.to(handle.device) for t in
                                  _pad([encoded[i] for i in idx], handle.tokenizer.pad_token_id))
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            harmless, retain = harmless_row[idx].to(ids.device), retain_row[idx].to(ids.device)
-            ce_labels = labels.masked_fill(retain[:, None], -100)  # retain rows: no cross-entropy
-            loss = token_ce(logits, ce_labels)
-            if cfg.opening_weight:
-                loss = loss + cfg.opening_weight * opening_loss(logits, ce_labels, cfg.opening_tokens)
-            kl_rows = (harmless if cfg.harmless_kl_weight else torch.zeros_like(harmless)) | \
-                (retain if cfg.harmful_answer_kl_weight else torch.zeros_like(retain))
-            if kl_rows.any():
-                with torch.no_grad(), model.disable_adapter():  # base forward on the rows with a retain term only
-                    base_logits = model(input_ids=ids[kl_rows], attention_mask=mask[kl_rows]).logits
-                tuned, sub_labels = logits[kl_rows], labels[kl_rows]
-                h, r = harmless[kl_rows], retain[kl_rows]
-                if cfg.harmless_kl_weight and h.any():
-                    loss = loss + cfg.harmless_kl_weight * retain_kl(tuned[h], base_logits[h], sub_labels[h])
-                if cfg.harmful_answer_kl_weight and r.any():
-                    loss = loss + cfg.harmful_answer_kl_weight * retain_kl(
-                        tuned[r], base_logits[r], after_opening(sub_labels[r], cfg.harmful_answer_skip))
-                del base_logits
+            loss = batch_loss(model, ids, labels, mask, harmless_row[idx].to(ids.device),
+                              retain_row[idx].to(ids.device), cfg)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
