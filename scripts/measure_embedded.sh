@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RS=${RS:-.venv/bin/refusal-sae}
+source scripts/recipe.sh
 LOG=${LOG:-runs/measured.jsonl}
 mkdir -p "$(dirname "$LOG")"
 
@@ -37,7 +38,7 @@ case "${1:-}" in
     # that admits one (a re-run with another bound reuses the measured scores; the error lists the candidates).
     chosen=""
     for KL in ${DIRECTION_MAX_KL:-0.1 0.15 0.2 0.25}; do
-      if "$RS" direction ${DIRECTION_ARGS:---n-train 260 --layers 6-23} --max-kl "$KL" --harm-layers 2-23:3 --json > runs/direction.out; then
+      if "$RS" direction $DIRECTION_ARGS --max-kl "$KL" $HARM_ARGS --json > runs/direction.out; then
         chosen=$KL; break
       fi
     done
@@ -47,7 +48,7 @@ case "${1:-}" in
     ev "actadd/harmless_test" --dataset harmless_test --n 100 --intervention actadd
     # Activation-addition coefficient calibrated on harmless_val (never on test): the smallest of these whose
     # addition makes ≥ 90% of 100 harmless_val prompts refused; then measured once on harmless_test.
-    for c in 1.0 1.25 1.5 2.0; do ev "actadd-val/$c" --dataset harmless_val --n 100 --intervention actadd --coeff "$c"; done
+    for c in $ACTADD_COEFFS; do ev "actadd-val/$c" --dataset harmless_val --n 100 --intervention actadd --coeff "$c"; done
     COEFF=$(python3 -c "
 import json, sys
 last = {}

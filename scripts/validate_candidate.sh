@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 [ $# -eq 2 ] && [ -f "$1/adapter_model.safetensors" ] || { echo "usage: validate_candidate.sh ADAPTER_DIR NAME" >&2; exit 1; }
 CAND=$1 NAME=$2
 RS=${RS:-.venv/bin/refusal-sae} PY=${PY:-.venv/bin/python}
+source scripts/recipe.sh
 ART=src/refusal_sae/artifacts/smollm2-refusal-lora
 RUN=runs/smollm2-135m-refusing OUT=runs/$NAME POOL=runs/harmful_val_pool.jsonl
 mkdir -p "$OUT"
@@ -26,9 +27,9 @@ restore() {
 trap restore EXIT
 cp "$CAND"/adapter_model.safetensors "$CAND"/adapter_config.json "$CAND"/manifest.json "$ART/"
 
-"$RS" direction --n-train 260 --layers 6-23 --max-kl 0.1 --harm-layers 2-23:3 --json > "$OUT/direction.out"
+"$RS" direction $DIRECTION_ARGS --max-kl 0.1 $HARM_ARGS --json > "$OUT/direction.out"
 "$RS" eval --json --dataset "$POOL" --intervention ablate --out "$OUT/valpool_ablate.jsonl" | tail -n 1 > "$OUT/valpool.json"
-for c in 1.0 1.25 1.5 2.0; do
+for c in $ACTADD_COEFFS; do
   "$RS" eval --json --dataset harmless_val --n 100 --intervention actadd --coeff "$c" | tail -n 1 > "$OUT/actadd-$c.json"
 done
 "$PY" - "$OUT" <<'EOF'
