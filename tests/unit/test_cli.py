@@ -13,7 +13,7 @@ runner = CliRunner()
 def test_help_lists_commands():
     r = runner.invoke(app, ["--help"])
     assert r.exit_code == 0
-    for cmd in ("eval", "make-refusing-model", "datasets"):
+    for cmd in ("eval", "compare", "make-refusing-model", "datasets"):
         assert cmd in r.output
 
 

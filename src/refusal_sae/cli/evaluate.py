@@ -1,4 +1,4 @@
-"""`eval` and `datasets`: refusal rates of a model on a prompt set."""
+"""`eval`, `compare` and `datasets`: refusal rates of a model on a prompt set, and paired comparisons of two runs."""
 
 from __future__ import annotations
 
@@ -86,6 +86,35 @@ def eval_cmd(
     out.print(f"mean refusal score {result.mean_refusal_score:.3f}; completions in {path}")
     if as_json:
         print(json.dumps(summary))
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="`eval` JSONLs as pairs A B [A2 B2 ...]: each pair covers the same prompts (pairs are pooled).")],
+    label: Annotated[str, typer.Option(help="Judgement to compare: complied | refused | degenerate.")] = "complied",
+    show: Annotated[int, typer.Option(help="List up to this many discordant prompts of each side.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Paired comparison of two conditions on the same prompts: counts, discordant prompts, McNemar exact p."""
+    from refusal_sae.errors import ConfigError
+    from refusal_sae.scoring.compare import compare_evals, read_eval_rows
+
+    if len(runs) % 2:
+        raise ConfigError(f"give eval files in pairs (A B [A2 B2 ...]), got {len(runs)}")
+    rows_a, rows_b = [], []
+    for a, b in zip(runs[::2], runs[1::2], strict=True):
+        ra, rb = read_eval_rows(a), read_eval_rows(b)
+        compare_evals(ra, rb, label)  # each pair must match on its own
+        rows_a += ra
+        rows_b += rb
+    c = compare_evals(rows_a, rows_b, label)
+    out.print(f"{label}: A {c.count_a}/{c.n} = {c.count_a / c.n:.3f}, B {c.count_b}/{c.n} = {c.count_b / c.n:.3f}; "
+              f"only A {c.only_a}, only B {c.only_b}; McNemar exact p = {c.p_value:.3g}", soft_wrap=True)
+    for side, prompts in (("only A", c.only_a_prompts), ("only B", c.only_b_prompts)):
+        for text in prompts[:show]:
+            out.print(f"  {side}: {text[:100]}", markup=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps(c.as_dict() | {"runs": [str(r) for r in runs]}))
 
 
 @app.command("datasets")

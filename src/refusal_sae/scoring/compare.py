@@ -1,0 +1,72 @@
+"""Paired comparison of two evaluations of the same prompts (e.g. a model with and without an intervention).
+
+Rates on a few hundred prompts differ by a few points from run to run of anything that perturbs greedy decoding, so
+two conditions are compared on the *same* prompts: which prompts carry a label in one run and not in the other, and
+McNemar's exact test on those discordant prompts (the unpaired Wilson intervals of ``eval`` are far wider).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from refusal_sae.errors import DataError, MismatchError
+from refusal_sae.scoring.judge import JUDGEMENTS
+from refusal_sae.scoring.stats import mcnemar_exact
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    label: str
+    n: int
+    count_a: int  # prompts labelled `label` in run A
+    count_b: int
+    only_a: int  # labelled in A, not in B (discordant)
+    only_b: int
+    p_value: float  # McNemar exact, two-sided, on only_a vs only_b
+    only_a_prompts: list[str]
+    only_b_prompts: list[str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_eval_rows(path: Path) -> list[dict]:
+    """The rows of an ``eval`` JSONL (one object per prompt with ``instruction`` and ``judgement``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{i}: not JSON ({e.msg})") from None
+            if not isinstance(row, dict) or "instruction" not in row or row.get("judgement") not in JUDGEMENTS:
+                raise DataError(f"{path}:{i}: expected an eval row with 'instruction' and a judgement in {JUDGEMENTS}")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def compare_evals(rows_a: list[dict], rows_b: list[dict], label: str = "complied") -> PairedComparison:
+    """Compare two evaluations prompt by prompt; both must list the same prompts in the same order."""
+    if label not in JUDGEMENTS:
+        raise MismatchError(f"label must be one of {JUDGEMENTS}, not {label!r}")
+    if len(rows_a) != len(rows_b):
+        raise MismatchError(f"the runs cover different prompt sets ({len(rows_a)} vs {len(rows_b)} rows)")
+    for i, (a, b) in enumerate(zip(rows_a, rows_b, strict=True)):
+        if a["instruction"] != b["instruction"]:
+            raise MismatchError(f"row {i + 1} holds different prompts: {a['instruction'][:60]!r} vs {b['instruction'][:60]!r}")
+    in_a = [r["judgement"] == label for r in rows_a]
+    in_b = [r["judgement"] == label for r in rows_b]
+    only_a = [r["instruction"] for r, x, y in zip(rows_a, in_a, in_b, strict=True) if x and not y]
+    only_b = [r["instruction"] for r, x, y in zip(rows_a, in_a, in_b, strict=True) if y and not x]
+    return PairedComparison(label=label, n=len(rows_a), count_a=sum(in_a), count_b=sum(in_b),
+                            only_a=len(only_a), only_b=len(only_b), p_value=mcnemar_exact(len(only_a), len(only_b)),
+                            only_a_prompts=only_a, only_b_prompts=only_b)
