@@ -3,6 +3,7 @@
 #   bash scripts/measure_embedded.sh refusal    # refusal rates of the tuned model (held-out / test sets)
 #   bash scripts/measure_embedded.sh saes       # train the committed SAEs (every third layer) and measure them
 #   bash scripts/measure_embedded.sh direction  # refusal direction, ablation, actadd, orthogonalised export
+#   bash scripts/measure_embedded.sh controls   # the untuned base model, as is and with that direction ablated
 # Each `eval` prints its summary as the last JSON line; they are collected in $LOG (default runs/measured.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,5 +63,19 @@ print(ok[0] if ok else max(last))")
     "$RS" orthogonalize runs/ortho-smollm2
     for d in jailbreakbench harmbench_test; do ev "ortho/$d" --dataset "$d" --model runs/ortho-smollm2; done
     ;;
-  *) echo "usage: $0 refusal|saes|direction" >&2; exit 2 ;;
+  controls)
+    # Reference points for the ablation (after `direction`): the untuned base model as is, and with the tuned model's
+    # refusal direction ablated, which has no refusal to remove and shows what the intervention alone costs. Then the
+    # tuned model's ablation compared with that control prompt by prompt (McNemar), JailbreakBench + HarmBench pooled.
+    E=runs/eval
+    for d in jailbreakbench harmbench_test; do
+      ev "base/$d" --dataset "$d" --model smollm2-135m --out "$E/base__$d.jsonl"
+      ev "base-ablate/$d" --dataset "$d" --model smollm2-135m --intervention ablate --run-dir runs/smollm2-135m-refusing \
+        --out "$E/base__${d}__ablate-committed-r.jsonl"
+    done
+    pair() { echo "$E/$1__jailbreakbench$2.jsonl $E/$3__jailbreakbench$4.jsonl $E/$1__harmbench_test$2.jsonl $E/$3__harmbench_test$4.jsonl"; }
+    "$RS" compare $(pair base "" base __ablate-committed-r) --json | tail -n 1 > runs/compare-base-vs-base-ablated.json
+    "$RS" compare $(pair base __ablate-committed-r smollm2-135m-refusing __ablate) --json | tail -n 1 > runs/compare-control-vs-tuned-ablated.json
+    ;;
+  *) echo "usage: $0 refusal|saes|direction|controls" >&2; exit 2 ;;
 esac
