@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from refusal_sae.errors import DataError, MismatchError
+from refusal_sae.errors import ConfigError, DataError, MismatchError
 from refusal_sae.scoring.compare import compare_evals, read_eval_rows
 from refusal_sae.scoring.stats import mcnemar_exact
 from tests.unit.test_cli import run_cli
@@ -35,7 +35,7 @@ def test_compare_refuses_unpaired_runs():
         compare_evals(rows(["complied"] * 3), rows(["complied"] * 2))
     with pytest.raises(MismatchError, match="different prompts"):
         compare_evals(rows(["complied"] * 2), rows(["complied"] * 2, prefix="q"))
-    with pytest.raises(MismatchError, match="label"):
+    with pytest.raises(ConfigError, match="label"):
         compare_evals(rows(["complied"]), rows(["complied"]), "jailbroken")
 
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from refusal_sae.errors import DataError, MismatchError
+from refusal_sae.errors import ConfigError, DataError, MismatchError
 from refusal_sae.scoring.judge import JUDGEMENTS
 from refusal_sae.scoring.stats import mcnemar_exact
 
@@ -57,7 +57,7 @@ def read_eval_rows(path: Path) -> list[dict]:
 def compare_evals(rows_a: list[dict], rows_b: list[dict], label: str = "complied") -> PairedComparison:
     """Compare two evaluations prompt by prompt; both must list the same prompts in the same order."""
     if label not in JUDGEMENTS:
-        raise MismatchError(f"label must be one of {JUDGEMENTS}, not {label!r}")
+        raise ConfigError(f"label must be one of {JUDGEMENTS}, not {label!r}")
     if len(rows_a) != len(rows_b):
         raise MismatchError(f"the runs cover different prompt sets ({len(rows_a)} vs {len(rows_b)} rows)")
     for i, (a, b) in enumerate(zip(rows_a, rows_b, strict=True)):
