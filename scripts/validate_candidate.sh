@@ -35,10 +35,11 @@ done
 "$PY" - "$OUT" <<'EOF'
 import json, statistics, sys
 from pathlib import Path
+from refusal_sae.scoring.compare import read_eval_rows
 from refusal_sae.scoring.judge import repetition_ratio
 out = Path(sys.argv[1])
 d = json.loads((out / "direction.out").read_text().splitlines()[-1])
-rows = [json.loads(line) for line in (out / "valpool_ablate.jsonl").read_text().splitlines()]
+rows = read_eval_rows(out / "valpool_ablate.jsonl")
 counts = {k: sum(r["judgement"] == k for r in rows) for k in ("complied", "refused", "degenerate")}
 actadd = {p.stem.split("-", 1)[1]: json.loads(p.read_text())["refusal_rate"] for p in sorted(out.glob("actadd-*.json"))}
 summary = {"direction": {k: d[k] for k in ("pos", "layer", "bypass", "induce", "kl")},

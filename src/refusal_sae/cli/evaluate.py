@@ -97,17 +97,11 @@ def compare_cmd(
 ) -> None:
     """Paired comparison of two conditions on the same prompts: counts, discordant prompts, McNemar exact p."""
     from refusal_sae.errors import ConfigError
-    from refusal_sae.scoring.compare import compare_evals, read_eval_rows
+    from refusal_sae.scoring.compare import compare_files
 
     if len(runs) % 2:
         raise ConfigError(f"give eval files in pairs (A B [A2 B2 ...]), got {len(runs)}")
-    rows_a, rows_b = [], []
-    for a, b in zip(runs[::2], runs[1::2], strict=True):
-        ra, rb = read_eval_rows(a), read_eval_rows(b)
-        compare_evals(ra, rb, label)  # each pair must match on its own
-        rows_a += ra
-        rows_b += rb
-    c = compare_evals(rows_a, rows_b, label)
+    c = compare_files(list(zip(runs[::2], runs[1::2], strict=True)), label)
     out.print(f"{label}: A {c.count_a}/{c.n} = {c.count_a / c.n:.3f}, B {c.count_b}/{c.n} = {c.count_b / c.n:.3f}; "
               f"only A {c.only_a}, only B {c.only_b}; McNemar exact p = {c.p_value:.3g}", soft_wrap=True)
     for side, prompts in (("only A", c.only_a_prompts), ("only B", c.only_b_prompts)):

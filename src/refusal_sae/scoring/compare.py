@@ -54,15 +54,19 @@ def read_eval_rows(path: Path) -> list[dict]:
     return rows
 
 
-def compare_evals(rows_a: list[dict], rows_b: list[dict], label: str = "complied") -> PairedComparison:
-    """Compare two evaluations prompt by prompt; both must list the same prompts in the same order."""
-    if label not in JUDGEMENTS:
-        raise ConfigError(f"label must be one of {JUDGEMENTS}, not {label!r}")
+def _check_paired(rows_a: list[dict], rows_b: list[dict]) -> None:
     if len(rows_a) != len(rows_b):
         raise MismatchError(f"the runs cover different prompt sets ({len(rows_a)} vs {len(rows_b)} rows)")
     for i, (a, b) in enumerate(zip(rows_a, rows_b, strict=True)):
         if a["instruction"] != b["instruction"]:
             raise MismatchError(f"row {i + 1} holds different prompts: {a['instruction'][:60]!r} vs {b['instruction'][:60]!r}")
+
+
+def compare_evals(rows_a: list[dict], rows_b: list[dict], label: str = "complied") -> PairedComparison:
+    """Compare two evaluations prompt by prompt; both must list the same prompts in the same order."""
+    if label not in JUDGEMENTS:
+        raise ConfigError(f"label must be one of {JUDGEMENTS}, not {label!r}")
+    _check_paired(rows_a, rows_b)
     in_a = [r["judgement"] == label for r in rows_a]
     in_b = [r["judgement"] == label for r in rows_b]
     only_a = [r["instruction"] for r, x, y in zip(rows_a, in_a, in_b, strict=True) if x and not y]
@@ -70,3 +74,18 @@ def compare_evals(rows_a: list[dict], rows_b: list[dict], label: str = "complied
     return PairedComparison(label=label, n=len(rows_a), count_a=sum(in_a), count_b=sum(in_b),
                             only_a=len(only_a), only_b=len(only_b), p_value=mcnemar_exact(len(only_a), len(only_b)),
                             only_a_prompts=only_a, only_b_prompts=only_b)
+
+
+def compare_files(pairs: list[tuple[Path, Path]], label: str = "complied") -> PairedComparison:
+    """Compare pairs of ``eval`` JSONLs (A, B), each pair over the same prompts, pooled into one paired comparison
+    (e.g. JailbreakBench and HarmBench test with and without an intervention)."""
+    if not pairs:
+        raise ConfigError("no eval files to compare")
+    rows_a: list[dict] = []
+    rows_b: list[dict] = []
+    for path_a, path_b in pairs:
+        ra, rb = read_eval_rows(path_a), read_eval_rows(path_b)
+        _check_paired(ra, rb)  # each pair on its own: pooled rows could line up by accident
+        rows_a += ra
+        rows_b += rb
+    return compare_evals(rows_a, rows_b, label)
