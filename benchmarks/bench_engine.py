@@ -38,7 +38,7 @@ def main() -> None:
 
     from refusal_sae.data import load_dataset
     from refusal_sae.interventions import EngineConfig, FeatureClamp, InterventionEngine
-    from refusal_sae.models import load_model
+    from refusal_sae.models import hook_name, load_model
     from refusal_sae.saes.random import random_topk_sae
     from refusal_sae.scoring.refusal_score import opening_tokens, refusal_score_from_logits
 
@@ -52,10 +52,11 @@ def main() -> None:
     n_post = formatted[0].n_post_inst
     k = n_post if args.positions == "post" else None
     # random weights: speed does not depend on what the features mean
-    sae = random_topk_sae(h.d_model, args.width, 32, f"blocks.{layer}.hook_resid_post", std=0.05).to(h.device)
+    point = hook_name(layer, "resid_post")
+    sae = random_topk_sae(h.d_model, args.width, 32, point, std=0.05).to(h.device)
     batch = h.batch(formatted)
     # candidate features = those most often active at the post-instruction positions (as greedy filtering's are)
-    acts = h.cache_activations(batch, [f"blocks.{layer}.hook_resid_post"])[f"blocks.{layer}.hook_resid_post"]
+    acts = h.cache_activations(batch, [point])[point]
     freq = (sae.encode(acts[:, -n_post:].to(sae.W_dec.dtype)) > 0).float().sum((0, 1))
     pool = freq.argsort(descending=True)[:64]
     g = torch.Generator().manual_seed(0)

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 import torch
 
 from refusal_sae.data import load_dataset
-from refusal_sae.direction.diff_in_means import massive_mask, mean_activations, project_out, top_directions
-from refusal_sae.direction.select import kl_divergence
-from refusal_sae.interventions.directional import DirectionAblation, unit
+from refusal_sae.direction.diff_in_means import massive_mask, mean_activations
+from refusal_sae.interventions.directional import DirectionAblation
 from refusal_sae.interventions.engine import InterventionEngine
+from refusal_sae.models.hooks import hook_name
 from refusal_sae.models.loading import load_model
+from refusal_sae.ops import kl_divergence, project_out, top_eigenvectors, unit
 from refusal_sae.scoring.refusal_score import discover_refusal_tokens, refusal_score_from_logits
 
 
@@ -60,14 +61,14 @@ class PartialAblation:
                 return act - delta.unsqueeze(-1) * dd
             return fn
 
-        return [(f"blocks.{L}.hook_{k}", make(L, k)) for L in range(handle.n_layers)
+        return [(hook_name(L, k), make(L, k)) for L in range(handle.n_layers)
                 for k in ("resid_pre", "attn_out", "mlp_out")]
 
 
 def mean_projection(handle, prompts, direction, ratio=5.0, batch_size=32) -> tuple[float, ...]:
     """Mean of ``resid_pre · unit(direction)`` per layer over the real, non-massive tokens of ``prompts``."""
     d = unit(direction.double())
-    names = [f"blocks.{L}.hook_resid_pre" for L in range(handle.n_layers)]
+    names = [hook_name(L, "resid_pre") for L in range(handle.n_layers)]
     total, count = torch.zeros(handle.n_layers, dtype=torch.float64), torch.zeros(handle.n_layers, dtype=torch.float64)
     for i in range(0, len(prompts), batch_size):
         batch = handle.batch([handle.format(x) for x in prompts[i : i + batch_size]])
@@ -97,13 +98,13 @@ def main() -> None:
     b = mean_activations(h, harmless, desc="harmless activations")
     raw = (a.post_inst - b.post_inst)[args.pos, args.layer]
     gram = a.massive_gram + b.massive_gram
-    r = project_out(raw, top_directions(gram, 4)).float()  # the stage's default candidate
+    r = project_out(raw, top_eigenvectors(gram, 4)).float()  # the stage's default candidate
     mu = b.post_inst[args.pos, args.layer].float()
     mu = mu / mu.norm()
     n_post = h.format(harmless[0]).n_post_inst
     variants = {"arditi": DirectionAblation(r)}
     for k in (8, 16):
-        variants[f"massive-k={k}"] = DirectionAblation(project_out(raw, top_directions(gram, k)).float())
+        variants[f"massive-k={k}"] = DirectionAblation(project_out(raw, top_eigenvectors(gram, k)).float())
     variants["perp-harmless-mean"] = DirectionAblation(r - (r @ mu) * mu)
     for start in (8, 16):
         variants[f"from-layer-{start}"] = DirectionAblation(r, layers=tuple(range(start, h.n_layers)))

@@ -11,16 +11,16 @@ import sys
 from pathlib import Path
 
 from refusal_sae.data import load_dataset
-from refusal_sae.finetune.tune import _norm
+from refusal_sae.data.dedup import normalize_text
 
 if len(sys.argv) != 2:
     sys.exit("usage: harmful_val_pool.py OUT.jsonl")
-train = {_norm(r.instruction) for r in load_dataset("harmful_train")}
+train = {normalize_text(r.instruction) for r in load_dataset("harmful_train")}
 rows, seen = [], set(train)
 for name in ("harmful_val", "harmbench_val", "malicious_instruct", "tdc2023"):
     for r in load_dataset(name):
-        if _norm(r.instruction) not in seen:
-            seen.add(_norm(r.instruction))
+        if normalize_text(r.instruction) not in seen:
+            seen.add(normalize_text(r.instruction))
             rows.append({"instruction": r.instruction, "category": name})
 out = Path(sys.argv[1])
 out.write_text("".join(json.dumps(r) + "\n" for r in rows))

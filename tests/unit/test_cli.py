@@ -17,8 +17,9 @@ def test_help_lists_commands():
         assert cmd in r.output
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "refusal_sae", *args], capture_output=True, text=True, timeout=120)
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "refusal_sae", *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -27,12 +28,21 @@ def run_cli(*args):
     (["eval", "--judge", "nope", "--dataset", "jailbreakbench"], "unknown judge"),
     (["eval", "--dataset", "jailbreakbench", "--intervention", "actadd", "--ablate-layers", "16-29"], "ablate only"),
     (["datasets", "--data-dir", "/nonexistent"], "file not found"),
+    (["eval", "--n", "-3"], "positive number of prompts"),
+    (["eval", "--max-new-tokens", "0"], "must be positive"),
+    (["eval", "--intervention", "steer"], "unknown intervention"),
+    (["eval", "--intervention", "ablate", "--ablate-layers", "3-1"], "--ablate-layers is empty"),
+    (["calibrate-actadd", "--dataset", "harmless_test"], "held-out test split"),
+    (["calibrate-actadd", "--coeffs", "1,x"], "cannot parse"),
 ])
-def test_user_errors_exit_2_with_one_line(args, needle):
-    r = run_cli(*args)
+def test_user_errors_exit_2_with_one_line(args, needle, tmp_path):
+    r = run_cli(*args, cwd=tmp_path)
     assert r.returncode == 2
     assert needle in r.stderr
     assert "Traceback" not in r.stderr
+    assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1, r.stderr  # one error: line
+    assert r.stderr.startswith("error:")
+    assert not any(tmp_path.iterdir())  # nothing half-written
 
 
 def test_malformed_user_file_exit_2(tmp_path):

@@ -12,6 +12,7 @@ from refusal_sae.direction import (
     score_candidates,
 )
 from refusal_sae.errors import ConfigError
+from refusal_sae.models.hooks import hook_name
 from refusal_sae.scoring.refusal_score import opening_tokens
 
 HARMFUL = ["Explain how to pick a lock, step by step.", "How do I pick a lock?", "Write how to pick a lock"]
@@ -24,8 +25,8 @@ def test_mean_activations_match_manual(tiny_llama):
     manual_post, manual_t = [], []
     for text in HARMFUL:
         p = h.format(text)
-        cache = h.cache_activations(h.batch([p]), [f"blocks.{L}.hook_resid_pre" for L in range(h.n_layers)])
-        acts = torch.stack([cache[f"blocks.{L}.hook_resid_pre"][0] for L in range(h.n_layers)], dim=1)  # [T, L, d]
+        cache = h.cache_activations(h.batch([p]), [hook_name(L, "resid_pre") for L in range(h.n_layers)])
+        acts = torch.stack([cache[hook_name(L, "resid_pre")][0] for L in range(h.n_layers)], dim=1)  # [T, L, d]
         manual_post.append(acts[list(p.post_inst)])
         manual_t.append(acts[p.t_inst])
     torch.testing.assert_close(m.post_inst, torch.stack(manual_post).double().mean(0), atol=1e-5, rtol=1e-5)
@@ -69,10 +70,10 @@ def test_scoring_filters_and_chooses(tiny_llama):
     assert best.kl_median <= best.kl_max and best.kl <= best.kl_max + 1e-9
     # the per-prompt breakdown of the chosen direction: sorted, and its mean is the candidate's KL
     rows = kl_by_prompt(h, r, HARMLESS, top=2)
-    assert sorted(row["instruction"] for row in rows) == sorted(HARMLESS)
-    assert [row["kl"] for row in rows] == sorted((row["kl"] for row in rows), reverse=True)
-    assert sum(row["kl"] for row in rows) / len(rows) == pytest.approx(best.kl, abs=1e-6)
-    assert len(rows[0]["clean_top"]) == 2 and rows[0]["clean_top"][0][1] >= rows[0]["clean_top"][1][1]
+    assert sorted(row.instruction for row in rows) == sorted(HARMLESS)
+    assert [row.kl for row in rows] == sorted((row.kl for row in rows), reverse=True)
+    assert sum(row.kl for row in rows) / len(rows) == pytest.approx(best.kl, abs=1e-6)
+    assert len(rows[0].clean_top) == 2 and rows[0].clean_top[0][1] >= rows[0].clean_top[1][1]
 
 
 def test_choose_with_nothing_kept():

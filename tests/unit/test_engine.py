@@ -101,6 +101,47 @@ def test_engine_with_feature_clamps_matches_naive(tiny_handle):
     sets = [[FeatureClamp(sae, (i, i + 1), "set", 3.0, last_positions=4)] for i in range(0, 12, 2)]
     got = InterventionEngine(tiny_handle, EngineConfig(max_sets_per_forward=4)).last_logits(PROMPTS, sets)
     torch.testing.assert_close(got, naive(tiny_handle, PROMPTS, sets), atol=1e-4, rtol=1e-4)
+    clean = naive(tiny_handle, PROMPTS, [[]])[0]
+    assert all((got[s] - clean).abs().max() > 1e-3 for s in range(len(sets)))  # every clamp changed the output
+
+
+def test_any_sae_intervention_shares_the_encode(tiny_llama):
+    """The engine shares one encode per SAE through the SaeIntervention protocol, not for FeatureClamp alone: a
+    different edit (here: add a constant to one code) gets the shared codes too, and matches the naive loop."""
+    from dataclasses import dataclass
+
+    from refusal_sae.interventions import FeatureClamp, SaeIntervention
+
+    h = tiny_llama
+    sae = random_sae(h.d_model)
+    calls = []
+    enc = sae.encode
+    sae.encode = lambda x: calls.append(1) or enc(x)
+
+    @dataclass(frozen=True, eq=False)
+    class Bump:
+        feature: int
+        last_positions: int | None = 3
+
+        def codes_key(self):
+            return (id(sae), self.last_positions)
+
+        def encode(self, act):
+            return sae.encode(act[:, -self.last_positions:])
+
+        def apply(self, act, codes):
+            out = act.clone()
+            out[:, -self.last_positions:] += 2.0 * sae.W_dec[self.feature]
+            return out
+
+        def hooks(self, handle):
+            return [("blocks.2.hook_resid_post", lambda a: self.apply(a, self.encode(a)))]
+
+    assert isinstance(Bump(0), SaeIntervention) and isinstance(FeatureClamp(sae, (1,)), SaeIntervention)
+    sets = [[Bump(i)] for i in range(4)] + [[FeatureClamp(sae, (5,), "zero", last_positions=3)]]
+    got = InterventionEngine(h, EngineConfig(prompt_batch_size=4)).last_logits(PROMPTS, sets)
+    assert len(calls) == 1  # one encode shared by five sets of two kinds
+    torch.testing.assert_close(got, naive(h, PROMPTS, sets), atol=1e-4, rtol=1e-4)
 
 
 def test_feature_clamp_validation(tiny_llama):

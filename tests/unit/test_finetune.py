@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from refusal_sae.data import load_dataset
-from refusal_sae.finetune.tune import TEST_SETS, TuneConfig, _norm, build_examples, build_instructions
+from refusal_sae.data.dedup import normalize_text
+from refusal_sae.finetune.tune import TEST_SETS, TuneConfig, build_examples, build_instructions
 
 
 @pytest.fixture
@@ -15,29 +16,29 @@ def cfg():
     return TuneConfig(n_harmful=12, n_extra_advbench=6, n_harmless=10, persuasive_pairs=True, drop_refused_harmless=True)
 
 
-def test_instructions_are_decontaminated(cfg):
-    harmful, harmless = build_instructions(cfg, None)
+def test_instructions_are_decontaminated(cfg, data_dir):
+    harmful, harmless = build_instructions(cfg, data_dir)
     assert len(harmful) > 12 and len(harmless) > 10  # + advbench extras and the authored pairs
-    banned = {_norm(r.instruction) for n in TEST_SETS for r in load_dataset(n)}
-    assert not banned & {_norm(x) for x in harmful + harmless}
+    banned = {normalize_text(r.instruction) for n in TEST_SETS for r in load_dataset(n, data_dir)}
+    assert not banned & {normalize_text(x) for x in harmful + harmless}
 
 
-def test_base_refusals_are_dropped_from_harmless_targets(cfg, tmp_path):
-    harmful, harmless = build_instructions(cfg, None)
+def test_base_refusals_are_dropped_from_harmless_targets(cfg, tmp_path, data_dir):
+    harmful, harmless = build_instructions(cfg, data_dir)
     answers = [f"Sure, here is an answer about topic {i}." for i in range(len(harmless))]
     answers[0] = "I'm sorry, but as an AI I cannot browse the internet."
     answers[1] = ""
     key = hashlib.sha256(json.dumps([harmless, cfg.harmless_answer_tokens]).encode()).hexdigest()[:12]
     (tmp_path / f"harmless_answers-{key}.json").write_text(json.dumps(answers))
     stats: dict = {}
-    ex = build_examples(None, cfg, None, tmp_path, stats)  # cached answers: the model is never called
+    ex = build_examples(None, cfg, data_dir, tmp_path, stats)  # cached answers: the model is never called
     targets = {x: t for x, t, _ in ex}
     assert harmless[0] not in targets and harmless[1] not in targets and targets[harmless[2]] == answers[2]
     assert stats == {"n_harmful": len(harmful), "n_harmless_prompts": len(harmless),
                      "n_harmless_kept": len(harmless) - 2, "base_refused_harmless": 1}
     assert {e.kind for e in ex if e.instruction in harmful} == {"refusal"}
     assert {e.kind for e in ex if e.instruction in harmless} == {"answer"}
-    kept_all = build_examples(None, TuneConfig(**{**cfg.__dict__, "drop_refused_harmless": False}), None, tmp_path)
+    kept_all = build_examples(None, TuneConfig(**{**cfg.__dict__, "drop_refused_harmless": False}), data_dir, tmp_path)
     assert len(kept_all) == len(ex) + 1  # only the empty answer is still dropped
 
     # the harmful-answer retain term adds the base model's own answers to the harmful prompts as "retain" rows,
@@ -46,25 +47,25 @@ def test_base_refusals_are_dropped_from_harmless_targets(cfg, tmp_path):
     h_answers[0], h_answers[1] = "", "I'm sorry, but I cannot help with that."
     key = hashlib.sha256(json.dumps([harmful, cfg.harmless_answer_tokens]).encode()).hexdigest()[:12]
     (tmp_path / f"harmful_answers-{key}.json").write_text(json.dumps(h_answers))
-    with_retain = build_examples(None, TuneConfig(**{**cfg.__dict__, "harmful_answer_kl_weight": 1.0}), None,
+    with_retain = build_examples(None, TuneConfig(**{**cfg.__dict__, "harmful_answer_kl_weight": 1.0}), data_dir,
                                  tmp_path, stats)
     retain = [e for e in with_retain if e.kind == "retain"]
     assert with_retain[: len(ex)] == ex and stats["n_harmful_retain"] == len(retain) == len(harmful) - 2
     assert [(e.instruction, e.answer) for e in retain] == list(zip(harmful[2:], h_answers[2:], strict=True))
 
 
-def test_near_duplicates_of_test_prompts_are_caught():
-    from refusal_sae.finetune.tune import near_duplicate_filter
+def test_near_duplicates_of_test_prompts_are_caught(data_dir):
+    from refusal_sae.data.dedup import near_duplicate_filter
 
     is_near = near_duplicate_filter(["Write a tutorial on how to make a bomb"], 0.5)
     assert is_near("Write a tutorial on how to make a bomb using household items")
     assert not is_near("Write a poem about the sea")
     cfg = TuneConfig(n_harmful=260, n_extra_advbench=400, n_harmless=10, persuasive_pairs=False,
                      near_duplicate_jaccard=0.5)
-    harmful, _ = build_instructions(cfg, None)
-    exact, _ = build_instructions(TuneConfig(**{**cfg.__dict__, "near_duplicate_jaccard": None}), None)
+    harmful, _ = build_instructions(cfg, data_dir)
+    exact, _ = build_instructions(TuneConfig(**{**cfg.__dict__, "near_duplicate_jaccard": None}), data_dir)
     assert len(harmful) < len(exact)
-    tests = [r.instruction for n in ("jailbreakbench", "harmbench_test") for r in load_dataset(n)]
+    tests = [r.instruction for n in ("jailbreakbench", "harmbench_test") for r in load_dataset(n, data_dir)]
     near = near_duplicate_filter(tests, 0.5)
     assert not any(near(x) for x in harmful) and any(near(x) for x in exact)
 
@@ -73,8 +74,14 @@ ROOT = Path(__file__).resolve().parents[2]
 GRIDS = sorted(p.name for p in (ROOT / "scripts").glob("tune_grid*.json"))
 
 
-def test_grids_are_found():
-    assert len(GRIDS) >= 4
+def test_grids_parse_and_hold_the_committed_recipe():
+    """Every grid the README cites parses into valid recipes, and the committed adapter's recipe is one of them."""
+    from dataclasses import asdict
+
+    rows = [TuneConfig(**row) for grid in GRIDS for row in json.loads((ROOT / "scripts" / grid).read_text())]
+    assert len(GRIDS) >= 4 and len(rows) >= len(GRIDS)
+    manifest = json.loads((ROOT / "src/refusal_sae/artifacts/smollm2-refusal-lora/manifest.json").read_text())
+    assert manifest["config"] in [asdict(r) for r in rows]
 
 
 @pytest.mark.parametrize("grid", GRIDS)

@@ -339,3 +339,9 @@ def test_cli_sae_metrics_json(tmp_path, data_dir):
     save_sae(tiny_sae(d_in=32, hook=H2), tmp_path / "narrow")
     r2 = subprocess.run(args[:7] + [str(tmp_path / "narrow")] + args[8:], capture_output=True, text=True, timeout=300)
     assert r2.returncode == 2 and "d_in 32" in r2.stderr and "Traceback" not in r2.stderr
+    # features: an id beyond the SAE's width fails before the corpus is generated, nothing written
+    r3 = subprocess.run([sys.executable, "-m", "refusal_sae", "features", "--layer", "2", "--ids", "99999", "--model",
+                         str(model_dir), "--saes", str(tmp_path / "saes"), "--run-dir", str(tmp_path / "run3"),
+                         "--data-dir", str(data_dir), "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert r3.returncode == 2 and "width 96" in r3.stderr and "Traceback" not in r3.stderr
+    assert not (tmp_path / "run3").exists()

@@ -21,5 +21,7 @@ def main() -> None:
     try:
         app()
     except RefusalSaeError as e:
-        err.print(f"[bold red]error:[/] {e}")
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(2)

@@ -1,36 +1,68 @@
-"""Shared CLI pieces: the typer app, consoles, common options and small parsers.
+"""Shared CLI pieces: the typer app, consoles, the model options every command shares, small parsers.
 
-Heavy imports (torch, transformers) happen inside commands, so ``--help`` answers at once.
+Heavy imports (torch, transformers) happen inside commands, so ``--help`` answers at once. Commands only parse
+options, call the library, and print.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_type_hints
 
 import typer
 from rich.console import Console
+
+from refusal_sae.models.options import ModelSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Dissect why chat LLMs refuse harmful requests, with refusal directions and SAEs.")
 err = Console(stderr=True)
 out = Console()
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="HF id, local HF dir, .gguf file, or embedded name (default: smollm2-135m-refusing).")]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="REFUSAL_SAE_DATA_DIR", help="Folder holding the prompt datasets (default: ../shared/datasets when present).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
-TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow model repos to run their own code (off by default).")]
-OfflineOpt = Annotated[bool, typer.Option("--offline", envvar="HF_HUB_OFFLINE", help="Never touch the hub: hub ids must be in the local HF cache.")]
-RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run directory (default: runs/<model>).")]
+RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run directory (default: runs/<model>[+<adapter>]).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even when the run directory holds a result for the same config.")]
+
+# The options of ModelSpec, as every model-loading command spells them (see `model_options`).
+_MODEL_OPTIONS: list[tuple[str, object, object]] = [
+    ("model", Annotated[Optional[str], typer.Option("--model", "-m", help="HF id, local HF dir, .gguf file, or embedded name (default: smollm2-135m-refusing; smollm2-135m is the untuned base).")], None),
+    ("adapter", Annotated[Optional[str], typer.Option("--adapter", help="LoRA adapter directory merged into the model (for the embedded names: instead of the committed safety adapter).")], None),
+    ("device", DeviceOpt, "auto"),
+    ("dtype", Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")], "auto"),
+    ("trust_remote_code", Annotated[bool, typer.Option("--trust-remote-code", help="Allow model repos to run their own code (off by default).")], False),
+    ("offline", Annotated[bool, typer.Option("--offline", envvar="HF_HUB_OFFLINE", help="Never touch the hub: hub ids must be in the local HF cache.")], False),
+]
+
+
+def model_options(fn):
+    """Give a command the shared model options (``--model``, ``--adapter``, ``--device``, ``--dtype``,
+    ``--trust-remote-code``, ``--offline``), handed to it as one :class:`ModelSpec` argument named ``spec``.
+
+    Typer has no option groups, so the wrapper's signature is the command's own (minus ``spec``) plus these
+    options; they are declared once here instead of in every command."""
+    hints = get_type_hints(fn, include_extras=True)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(fn).parameters.values() if p.name != "spec"]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+             for name, ann, default in _MODEL_OPTIONS]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        spec = ModelSpec(**{name: kwargs.pop(name) for name, _, _ in _MODEL_OPTIONS})
+        return fn(*args, spec=spec, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature([*own, *extra])
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
+    return wrapper
 
 
 @app.callback()
-
-
 def _root() -> None:
     """Dissect why chat LLMs refuse harmful requests, with refusal directions and SAEs."""
 
@@ -59,45 +91,21 @@ def int_list(text: str | None) -> tuple[int, ...] | None:
     return tuple(vals)
 
 
-def load_handle(model, device, dtype, trust_remote_code, offline):
-    from refusal_sae.models import load_model
-
-    return load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                      local_files_only=offline)
-
-
-def slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_")[-80:]
-
-
-def default_run_dir(model: str | None) -> Path:
-    from refusal_sae.models import DEFAULT_MODEL
-
-    return Path("runs") / slug(model or DEFAULT_MODEL)
-
-
-def intervention_hooks(handle, intervention: str, run_dir: Path | None, coeff: float,
-                       ablate_layers: tuple[int, ...] | None = None):
-    from refusal_sae.errors import ConfigError
-    from refusal_sae.interventions import ActAdd, DirectionAblation
-
-    if intervention == "none":
-        return []
-    if intervention not in ("ablate", "actadd"):
-        raise ConfigError(f"unknown intervention {intervention!r}; expected none, ablate or actadd")
-    d = load_direction(run_dir or default_run_dir(handle.name))
-    if intervention == "ablate":
-        return DirectionAblation(d.direction, layers=ablate_layers).hooks(handle)
-    return ActAdd(d.direction, d.layer, coeff).hooks(handle)
-
-
-def load_direction(run_dir: Path):
-    from refusal_sae.direction.stage import DirectionResult
+def float_list(text: str) -> tuple[float, ...]:
+    """'0,-1,-3' → (0.0, -1.0, -3.0)."""
     from refusal_sae.errors import ConfigError
 
-    stage = Path(run_dir) / "direction"
-    if not (stage / "result.json").is_file():
-        raise ConfigError(f"no refusal direction in {stage}; run `refusal-sae direction --run-dir {run_dir}` first")
-    return DirectionResult.load(stage)
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"cannot parse {text!r} as a list of numbers like '0,-1,-3'") from None
+    if not vals:
+        raise ConfigError("empty list of numbers")
+    return vals
 
 
+def run_dir_for(spec: ModelSpec, run_dir: Path | None):
+    """The run directory: ``--run-dir``, else ``runs/<model>[+<adapter>]``."""
+    from refusal_sae.runs import RunDir
+
+    return RunDir(run_dir or spec.default_run_dir())

@@ -8,75 +8,56 @@ from typing import Annotated, Optional
 
 import typer
 
-from refusal_sae.cli.common import (
-    DataDirOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    OfflineOpt,
-    RunDirOpt,
-    TrustOpt,
-    app,
-    default_run_dir,
-    int_list,
-    intervention_hooks,
-    load_direction,
-    load_handle,
-    out,
-    slug,
-)
+from refusal_sae.cli.common import DataDirOpt, ForceOpt, JsonOpt, RunDirOpt, app, int_list, model_options, out, run_dir_for
+from refusal_sae.models.options import ModelSpec
+from refusal_sae.scoring.config import EvalConfig
+
+E = EvalConfig  # defaults live in the torch-free config
 
 
 @app.command("eval")
+@model_options
 def eval_cmd(
-    model: ModelOpt = None,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Registry name (see `refusal-sae datasets`) or a .json/.jsonl/.csv file.")] = "jailbreakbench",
+    spec: ModelSpec,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Registry name (see `refusal-sae datasets`) or a .json/.jsonl/.csv file.")] = E.dataset,
     n: Annotated[Optional[int], typer.Option("--n", help="Evaluate a seeded sample of N prompts (default: all).")] = None,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens generated per prompt.")] = 64,
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = 32,
-    judge: Annotated[str, typer.Option(help="default | substring | classifier:<model id or dir>.")] = "default",
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="JSONL of prompt, completion, judgement, refusal score (default: runs/eval/<model>__<dataset>.jsonl).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = E.seed,
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens generated per prompt.")] = E.max_new_tokens,
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = E.batch_size,
+    judge: Annotated[str, typer.Option(help="Judge of the generations: default | substring | classifier:<model id or dir> (see refusal_sae.scoring.judge).")] = E.judge,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the per-prompt JSONL (prompt, completion, judgement, refusal score) here; it is always kept in the run directory.")] = None,
     data_dir: DataDirOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustOpt = False,
-    offline: OfflineOpt = False,
-    intervention: Annotated[str, typer.Option(help="none | ablate (the run's refusal direction, every layer) | actadd (add it at its layer).")] = "none",
+    intervention: Annotated[str, typer.Option(help="none | ablate (the run's refusal direction, every layer) | actadd (add it at its layer).")] = E.intervention,
     run_dir: RunDirOpt = None,
-    coeff: Annotated[float, typer.Option(help="Coefficient of --intervention actadd.")] = 1.0,
+    coeff: Annotated[float, typer.Option(help="Coefficient of --intervention actadd (see `refusal-sae calibrate-actadd`).")] = E.coeff,
     ablate_layers: Annotated[Optional[str], typer.Option(
         help="Restrict --intervention ablate to these layers, e.g. '16-29' (default: every layer, as the paper does).")] = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Refused / complied / degenerate rates (95% Wilson CIs) of a model on a prompt set."""
     from rich.table import Table
 
     from refusal_sae.data import load_dataset
-    from refusal_sae.errors import ConfigError
-    from refusal_sae.scoring import EvalConfig, discover_refusal_tokens, evaluate, get_judge
+    from refusal_sae.direction.result import DirectionResult
+    from refusal_sae.runs import write_jsonl_atomic
+    from refusal_sae.scoring.evaluate import eval_stage_name, run_eval_stage
+    from refusal_sae.scoring.judge import get_judge
 
-    judge_obj = get_judge(judge)  # cheap checks first, before data and the slow model load
-    layers = int_list(ablate_layers)
-    if layers is not None and intervention != "ablate":
-        raise ConfigError(f"--ablate-layers applies to --intervention ablate only, not {intervention!r}")
-    if intervention != "none":
-        load_direction(run_dir or default_run_dir(model))
-    prompts = load_dataset(dataset, data_dir, n=n, seed=seed)
-    handle = load_handle(model, device, dtype, trust_remote_code, offline)
-    tokens = discover_refusal_tokens(handle, load_dataset("harmful_train", data_dir).sample(32, seed).instructions)
-    hooks = intervention_hooks(handle, intervention, run_dir, coeff, layers)
-    with handle.hooks(hooks):
-        result = evaluate(handle, prompts, judge_obj, tokens, EvalConfig(max_new_tokens, batch_size))
-    tag = "" if intervention == "none" else f"__{intervention}"
-    if layers is not None:  # only with --intervention ablate (checked above)
-        tag += f"-layers{ablate_layers}"
-    path = out_file or Path("runs/eval") / f"{slug(handle.name)}__{slug(prompts.name)}{tag}.jsonl"
-    result.write_jsonl(path)
+    cfg = EvalConfig(dataset, n, seed, max_new_tokens, batch_size, judge, intervention, coeff, int_list(ablate_layers))
+    cfg.validate()  # cheap checks first, before data and the slow model load
+    judge_obj = get_judge(judge)
+    run = run_dir_for(spec, run_dir)
+    direction = None if intervention == "none" else DirectionResult.from_run(run.root)
+    prompts = load_dataset(dataset, data_dir, n=n, seed=seed)  # a missing or malformed dataset fails here
+    handle = spec.load()
+    result = run_eval_stage(handle, run, cfg, data_dir, direction, judge_obj, force=force)
+    if out_file is not None:
+        write_jsonl_atomic(out_file, result.rows)
+    path = out_file or run.root / eval_stage_name(handle, prompts, cfg) / "rows.jsonl"
     summary = result.summary() | {"jsonl": str(path), "max_new_tokens": max_new_tokens, "seed": seed,
-                                  "intervention": intervention, "ablate_layers": ablate_layers}
-    table = Table(title=f"{handle.name} on {prompts.name} (n={result.n}, {max_new_tokens} greedy tokens)")
+                                  "intervention": intervention, "coeff": coeff, "ablate_layers": ablate_layers}
+    table = Table(title=f"{handle.name} on {result.dataset} (n={result.n}, {max_new_tokens} greedy tokens)")
     for col in ("judgement", "rate", "95% CI"):
         table.add_column(col)
     for label in ("refused", "complied", "degenerate"):
@@ -90,7 +71,7 @@ def eval_cmd(
 
 @app.command("compare")
 def compare_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="`eval` JSONLs as pairs A B [A2 B2 ...]: each pair covers the same prompts (pairs are pooled).")],
+    runs: Annotated[list[Path], typer.Argument(help="`eval` results as pairs A B [A2 B2 ...]: JSONL files or eval folders of a run directory; each pair covers the same prompts (pairs are pooled).")],
     label: Annotated[str, typer.Option(help="Judgement to compare: complied | refused | degenerate.")] = "complied",
     show: Annotated[int, typer.Option(help="List up to this many discordant prompts of each side.")] = 5,
     as_json: JsonOpt = False,

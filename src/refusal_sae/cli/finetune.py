@@ -42,12 +42,11 @@ def make_refusing_model(
     harmful_answer_skip: Annotated[int, typer.Option(
         help="Opening tokens of those answers left out of that KL (the refusal decision).")] = D.harmful_answer_skip,
     device: DeviceOpt = "cpu",
-    out_dir: Annotated[Optional[Path], typer.Option(help="Where to write the adapter (default: the package's committed adapter).")] = None,
+    out_dir: Annotated[Path, typer.Option(help="Where to write the adapter; use it with `--adapter DIR` (the package is never written at run time).")] = Path("runs/smollm2-refusal-lora"),
     work_dir: Annotated[Path, typer.Option(help="Scratch folder (cached base answers).")] = Path("runs/make-refusing-model"),
 ) -> None:
     """Safety-tune the embedded SmolLM2 base with LoRA so that it refuses harmful requests."""
     from refusal_sae.finetune.tune import train_adapter
-    from refusal_sae.models.embedded import ADAPTER_DIR
 
     cfg = TuneConfig(seed=seed, epochs=epochs, lr=lr, n_harmful=n_harmful, n_harmless=n_harmless, n_extra_advbench=n_extra_advbench,
                      persuasive_pairs=persuasive_pairs, drop_refused_harmless=drop_refused_harmless,
@@ -55,7 +54,7 @@ def make_refusing_model(
                      opening_weight=opening_weight, opening_tokens=opening_tokens,
                      harmless_kl_weight=harmless_kl_weight, harmful_answer_kl_weight=harmful_answer_kl_weight,
                      harmful_answer_skip=harmful_answer_skip)
-    manifest = train_adapter(cfg, data_dir, out_dir or ADAPTER_DIR, work_dir, command=command_line(), console=err,
+    manifest = train_adapter(cfg, data_dir, out_dir, work_dir, command=command_line(), console=err,
                              device=device)
     out.print_json(json.dumps(manifest))
 

@@ -8,22 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from refusal_sae.cli.common import (
-    DataDirOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    OfflineOpt,
-    RunDirOpt,
-    TrustOpt,
-    app,
-    command_line,
-    default_run_dir,
-    int_list,
-    load_handle,
-    out,
-)
+from refusal_sae.cli.common import DataDirOpt, JsonOpt, RunDirOpt, app, command_line, int_list, model_options, out
+from refusal_sae.models.options import ModelSpec
+from refusal_sae.saes.config import DEFAULT_K, DEFAULT_WIDTH, CorpusConfig, PositionFilter, SaeTrainConfig
+
+T, C, P = SaeTrainConfig, CorpusConfig, PositionFilter  # defaults live in the torch-free configs
 
 SaesOpt = Annotated[Optional[Path], typer.Option("--saes", help="Folder with one sub-folder per SAE saved by sae-lens (default: <run-dir>/saes).")]
 ReleaseOpt = Annotated[Optional[str], typer.Option("--sae-release", help="sae-lens release, e.g. gemma-scope-2b-pt-res-canonical or llama_scope_lxr_8x.")]
@@ -56,31 +45,28 @@ def _load_saes(handle, saes, sae_release, sae_ids, run):
 
 
 @app.command("train-sae")
+@model_options
 def train_sae_cmd(
+    spec: ModelSpec,
     layers: Annotated[str, typer.Option(help="Layers whose resid_post gets an SAE, e.g. '6,12' or '4-24:4'.")],
-    model: ModelOpt = None,
-    width: Annotated[int, typer.Option(help="Latents per SAE (d_sae).")] = 4608,
-    k: Annotated[int, typer.Option(help="Active latents per token (TopK).")] = 32,
-    n_prompts: Annotated[int, typer.Option(help="Prompts per dataset from harmful_train and harmless_train.")] = 256,
-    training_tokens: Annotated[int, typer.Option(help="Training tokens per SAE (the corpus is cycled).")] = 1_000_000,
-    batch_size: Annotated[int, typer.Option(help="Tokens per optimiser step.")] = 4096,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-4,
-    aux_coeff: Annotated[float, typer.Option(help="Weight of the TopK auxiliary (dead-latent) loss.")] = 1.0,
-    dead_tokens: Annotated[int, typer.Option(help="Tokens without firing after which a latent counts as dead.")] = 200_000,
-    layers_per_chunk: Annotated[int, typer.Option(help="Layers trained together from one forward pass; a crash loses at most one chunk.")] = 4,
-    max_new_tokens: MaxNewOpt = 64,
-    max_len: MaxLenOpt = 256,
-    outlier_factor: OutlierOpt = 10.0,
+    width: Annotated[int, typer.Option(help="Latents per SAE (d_sae).")] = DEFAULT_WIDTH,
+    k: Annotated[int, typer.Option(help="Active latents per token (TopK).")] = DEFAULT_K,
+    n_prompts: Annotated[int, typer.Option(help="Prompts per dataset from harmful_train and harmless_train.")] = C.n_prompts,
+    training_tokens: Annotated[int, typer.Option(help="Training tokens per SAE (the corpus is cycled).")] = T.training_tokens,
+    batch_size: Annotated[int, typer.Option(help="Tokens per optimiser step.")] = T.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = T.lr,
+    aux_coeff: Annotated[float, typer.Option(help="Weight of the TopK auxiliary (dead-latent) loss.")] = T.aux_loss_coefficient,
+    dead_tokens: Annotated[int, typer.Option(help="Tokens without firing after which a latent counts as dead.")] = T.dead_tokens,
+    layers_per_chunk: Annotated[int, typer.Option(help="Layers trained together from one forward pass; a crash loses at most one chunk.")] = T.layers_per_chunk,
+    max_new_tokens: MaxNewOpt = C.max_new_tokens,
+    max_len: MaxLenOpt = C.max_len,
+    outlier_factor: OutlierOpt = P.outlier_factor,
     keep_first: KeepFirstOpt = False,
-    save_dtype: Annotated[str, typer.Option(help="Weights on disk: float16, bfloat16 or float32.")] = "float16",
-    seed: Annotated[int, typer.Option(help="Sampling / shuffling / init seed.")] = 0,
+    save_dtype: Annotated[str, typer.Option(help="Weights on disk: float16, bfloat16 or float32.")] = T.save_dtype,
+    seed: Annotated[int, typer.Option(help="Sampling / shuffling / init seed.")] = T.seed,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder, one sub-folder per SAE (default: <run-dir>/saes).")] = None,
     run_dir: RunDirOpt = None,
     data_dir: DataDirOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustOpt = False,
-    offline: OfflineOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train TopK SAEs (sae-lens) on residual streams of chat prompts + the model's own responses (train splits)."""
@@ -94,9 +80,9 @@ def train_sae_cmd(
     cfg = SaeTrainConfig(training_tokens=training_tokens, batch_size=batch_size, lr=lr, aux_loss_coefficient=aux_coeff,
                          dead_tokens=dead_tokens, layers_per_chunk=layers_per_chunk, save_dtype=save_dtype, seed=seed,
                          positions=_filter(outlier_factor, keep_first), corpus=corpus)
-    handle = load_handle(model, device, dtype, trust_remote_code, offline)
+    handle = spec.load()
     layer_list = [L + handle.n_layers if L < 0 else L for L in layer_list]
-    run = run_dir or default_run_dir(model)
+    run = run_dir or spec.default_run_dir()
     dest = out_dir or run / "saes"
     results = train_saes(handle, layer_list, width, k, cfg, dest, data_dir=data_dir, cache_dir=run / "responses",
                          command=command_line())
@@ -111,33 +97,30 @@ def train_sae_cmd(
                       f"{st['dead_fraction_window']:.3f}", f"{st['l0_window']:.1f}" if st["l0_window"] is not None else "-",
                       f"{src['excluded']} of {src['tokens']}")
     out.print(table)
-    out.print(f"measure them with: refusal-sae sae-metrics --saes {dest}" + (f" --model {model}" if model else ""))
+    out.print(f"measure them with: refusal-sae sae-metrics --saes {dest}" + (f" --model {spec.model}" if spec.model else ""))
     if as_json:
         print(json.dumps({"model": handle.name, "out": str(dest), "saes": [r.to_dict() for r in results]}))
 
 
 @app.command("sae-metrics")
+@model_options
 def sae_metrics_cmd(
-    model: ModelOpt = None,
+    spec: ModelSpec,
     saes: SaesOpt = None,
     sae_release: ReleaseOpt = None,
     sae_ids: IdsOpt = None,
     datasets: Annotated[str, typer.Option(help="Held-out (non-test, non-training) prompt sets, comma-separated.")] = "harmful_val,harmless_val",
     n_prompts: Annotated[int, typer.Option(help="Prompts per dataset.")] = 32,
-    max_new_tokens: MaxNewOpt = 64,
-    max_len: MaxLenOpt = 256,
+    max_new_tokens: MaxNewOpt = C.max_new_tokens,
+    max_len: MaxLenOpt = C.max_len,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward batch.")] = 8,
-    outlier_factor: OutlierOpt = 10.0,
+    outlier_factor: OutlierOpt = P.outlier_factor,
     keep_first: KeepFirstOpt = False,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     ce_batches: Annotated[Optional[int], typer.Option(help="Measure loss recovered on this many batches, spread over all (FVU, L0, dead: every batch). Default: all.")] = None,
     write: Annotated[bool, typer.Option("--write", help="Also write metrics.json (with this command) into each SAE folder.")] = False,
     run_dir: RunDirOpt = None,
     data_dir: DataDirOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustOpt = False,
-    offline: OfflineOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """SAE quality on held-out prompts + responses: FVU, L0, dead latents, next-token loss recovered."""
@@ -147,9 +130,9 @@ def sae_metrics_cmd(
         raise ConfigError("--write needs SAEs in local folders (--saes), not a release")
     from refusal_sae.saes import CorpusConfig, build_sequences, evaluate_saes
 
-    handle = load_handle(model, device, dtype, trust_remote_code, offline)
-    run = run_dir or default_run_dir(model)
-    spec, sae_set = _load_saes(handle, saes, sae_release, sae_ids, run)
+    handle = spec.load()
+    run = run_dir or spec.default_run_dir()
+    sae_spec, sae_set = _load_saes(handle, saes, sae_release, sae_ids, run)
     corpus = CorpusConfig(datasets=_datasets(datasets), n_prompts=n_prompts, max_new_tokens=max_new_tokens,
                           max_len=max_len, seed=seed)
     seqs = build_sequences(handle, corpus, data_dir, run / "responses")
@@ -181,15 +164,16 @@ def sae_metrics_cmd(
                                                         "seed": seed, "command": command_line()})
         out.print(f"metrics.json written into {len(rows)} SAE folders")
     if as_json:
-        print(json.dumps({"model": handle.name, "saes": spec.describe(), "datasets": list(corpus.datasets),
+        print(json.dumps({"model": handle.name, "saes": sae_spec.describe(), "datasets": list(corpus.datasets),
                           "n_sequences": len(seqs), "metrics": [m.to_dict() for m in rows]}))
 
 
 @app.command("features")
+@model_options
 def features_cmd(
+    spec: ModelSpec,
     layer: Annotated[int, typer.Option(help="Layer of the SAE (blocks.L.hook_resid_post).")],
     ids: Annotated[str, typer.Option(help="Latent ids, e.g. '12,345'.")],
-    model: ModelOpt = None,
     saes: SaesOpt = None,
     sae_release: ReleaseOpt = None,
     sae_ids: IdsOpt = None,
@@ -197,31 +181,29 @@ def features_cmd(
     n_prompts: Annotated[int, typer.Option(help="Prompts per dataset.")] = 64,
     top_n: Annotated[int, typer.Option(help="Examples per latent.")] = 10,
     window: Annotated[int, typer.Option(help="Context tokens either side of the activating token.")] = 8,
-    max_new_tokens: MaxNewOpt = 64,
-    max_len: MaxLenOpt = 256,
+    max_new_tokens: MaxNewOpt = C.max_new_tokens,
+    max_len: MaxLenOpt = C.max_len,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward batch.")] = 8,
-    outlier_factor: OutlierOpt = 10.0,
+    outlier_factor: OutlierOpt = P.outlier_factor,
     keep_first: KeepFirstOpt = False,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     run_dir: RunDirOpt = None,
     data_dir: DataDirOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustOpt = False,
-    offline: OfflineOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Top-activating tokens (with context) and decoder norms of SAE latents at one layer."""
     from rich.markup import escape
 
     from refusal_sae.models.hooks import hook_name
-    from refusal_sae.saes import CorpusConfig, build_sequences, top_activations
+    from refusal_sae.saes import build_sequences, top_activations
+    from refusal_sae.saes.features import check_feature_ids
 
     feature_ids = int_list(ids) or ()
-    handle = load_handle(model, device, dtype, trust_remote_code, offline)
-    run = run_dir or default_run_dir(model)
+    handle = spec.load()
+    run = run_dir or spec.default_run_dir()
     _, sae_set = _load_saes(handle, saes, sae_release, sae_ids, run)
     sae = sae_set.at_layer(layer)
+    check_feature_ids(sae, feature_ids, top_n, window)  # before the corpus is generated
     corpus = CorpusConfig(datasets=_datasets(datasets), n_prompts=n_prompts, max_new_tokens=max_new_tokens,
                           max_len=max_len, seed=seed)
     seqs = build_sequences(handle, corpus, data_dir, run / "responses")

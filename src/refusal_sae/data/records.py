@@ -46,7 +46,3 @@ class PromptSet:
         rng = random.Random(seed)
         idx = sorted(rng.sample(range(len(self.records)), n))
         return PromptSet(self.name, [self.records[i] for i in idx], self.is_test)
-
-    def filter(self, **where) -> PromptSet:
-        recs = [r for r in self.records if all(getattr(r, k) == v for k, v in where.items())]
-        return PromptSet(self.name, recs, self.is_test)

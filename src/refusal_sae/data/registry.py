@@ -46,6 +46,11 @@ def dataset_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def is_test_split(name: str) -> bool:
+    """Whether ``name`` is a registered held-out test split (never for training or selection)."""
+    return name in _REGISTRY and _REGISTRY[name].is_test
+
+
 def get_spec(name: str) -> DatasetSpec:
     try:
         return _REGISTRY[name]

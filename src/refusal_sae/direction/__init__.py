@@ -1,7 +1,17 @@
-"""Stage 1: refusal and harmfulness directions by difference in means, and their selection."""
+"""Stage 1: refusal and harmfulness directions by difference in means, and their selection (Arditi et al. 2024).
 
-from refusal_sae.direction.diff_in_means import DirectionCandidates, compute_candidates, mean_activations
-from refusal_sae.direction.select import CandidateScore, SelectionConfig, choose, kl_by_prompt, score_candidates
+Exports load lazily: ``from refusal_sae.direction.config import DirectionConfig`` stays torch-free.
+"""
 
-__all__ = ["CandidateScore", "DirectionCandidates", "SelectionConfig", "choose", "compute_candidates",
-           "kl_by_prompt", "mean_activations", "score_candidates"]
+from refusal_sae._lazy import lazy_exports
+
+_EXPORTS = {
+    "DirectionConfig": "config", "SelectionConfig": "config",
+    "DirectionCandidates": "diff_in_means", "compute_candidates": "diff_in_means", "mean_activations": "diff_in_means",
+    "CandidateScore": "result", "DirectionResult": "result", "HarmVsRefusalResult": "result",
+    "choose": "select", "kl_by_prompt": "select", "score_candidates": "select",
+    "DirectionPrompts": "stage", "find_direction": "stage", "run_direction_stage": "stage",
+    "run_harm_vs_refusal_stage": "stage",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from refusal_sae.errors import ConfigError
+from refusal_sae.models.formatting import length_sorted_batches
 from refusal_sae.models.handle import ModelHandle
-from refusal_sae.scoring.generation import length_sorted_batches
+from refusal_sae.models.hooks import hook_name
+from refusal_sae.ops import project_out, top_eigenvectors
+from refusal_sae.runs import save_tensors_atomic
 
 
 @dataclass
@@ -57,7 +60,7 @@ def mean_activations(handle: ModelHandle, instructions: Sequence[str], batch_siz
     if len(n_post) != 1:
         raise ConfigError(f"prompts have different post-instruction lengths {sorted(n_post)}")
     n_post_i = n_post.pop()
-    names = [f"blocks.{L}.hook_resid_pre" for L in range(handle.n_layers)]
+    names = [hook_name(L, "resid_pre") for L in range(handle.n_layers)]
     post = torch.zeros(n_post_i, handle.n_layers, handle.d_model, dtype=torch.float64)
     tinst = torch.zeros(handle.n_layers, handle.d_model, dtype=torch.float64)
     gram = torch.zeros(handle.d_model, handle.d_model, dtype=torch.float64)
@@ -73,22 +76,6 @@ def mean_activations(handle: ModelHandle, instructions: Sequence[str], batch_siz
             u = big / big.norm(dim=-1, keepdim=True)
             gram += u.T @ u
     return MeanActivations(post / len(prompts), tinst / len(prompts), len(prompts), gram)
-
-
-def top_directions(gram: torch.Tensor, k: int) -> torch.Tensor:
-    """Top-``k`` eigenvectors of a Gram matrix as rows ``[k, d]`` (orthonormal)."""
-    if k <= 0 or not gram.abs().sum():
-        return torch.zeros(0, gram.shape[0], dtype=torch.float64)
-    vals, vecs = torch.linalg.eigh(gram)
-    return vecs[:, vals.argsort(descending=True)[:k]].T.contiguous()
-
-
-def project_out(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Remove from ``vectors [..., d]`` their components in the span of orthonormal rows ``basis [k, d]``."""
-    if len(basis) == 0:
-        return vectors
-    b = basis.to(vectors.dtype)
-    return vectors - (vectors @ b.T) @ b
 
 
 @dataclass
@@ -109,9 +96,9 @@ class DirectionCandidates:
 
     def save(self, path: Path) -> None:
         massive = self.massive if self.massive is not None else torch.zeros(0, self.refusal.shape[-1])
-        save_file({"refusal": self.refusal.contiguous(), "harm": self.harm.contiguous(),
-                   "counts": torch.tensor([self.n_harmful, self.n_harmless]),
-                   "massive": massive.to(self.refusal.dtype).contiguous()}, str(path))
+        save_tensors_atomic(path, {"refusal": self.refusal, "harm": self.harm,
+                                   "counts": torch.tensor([self.n_harmful, self.n_harmless]),
+                                   "massive": massive.to(self.refusal.dtype)})
 
     @classmethod
     def load(cls, path: Path) -> DirectionCandidates:
@@ -129,6 +116,6 @@ def compute_candidates(handle: ModelHandle, harmful: Sequence[str], harmless: Se
     refusal, harm = a.post_inst - b.post_inst, a.t_inst - b.t_inst
     massive = None
     if massive_k > 0:
-        massive = top_directions(a.massive_gram + b.massive_gram, massive_k)
+        massive = top_eigenvectors(a.massive_gram + b.massive_gram, massive_k)
         refusal, harm = project_out(refusal, massive), project_out(harm, massive)
     return DirectionCandidates(refusal, harm, a.n, b.n, massive)

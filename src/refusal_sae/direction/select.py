@@ -12,47 +12,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 import torch
 from tqdm.auto import tqdm
 
+from refusal_sae.direction.config import SelectionConfig
 from refusal_sae.direction.diff_in_means import DirectionCandidates
+from refusal_sae.direction.result import CandidateScore, KlRow
 from refusal_sae.errors import ConfigError
 from refusal_sae.interventions.directional import ActAdd, DirectionAblation
 from refusal_sae.interventions.engine import EngineConfig, InterventionEngine
 from refusal_sae.models.handle import ModelHandle
+from refusal_sae.ops import kl_divergence
 from refusal_sae.scoring.refusal_score import refusal_score_from_logits
-
-
-@dataclass
-class SelectionConfig:
-    prune_layer_fraction: float = 0.2
-    max_kl: float = 0.1
-    min_induce: float = 0.0
-    layers: tuple[int, ...] | None = None  # None: every layer (restrict to save time on CPU)
-    positions: tuple[int, ...] | None = None  # None: every post-instruction position
-    batch_size: int = 32
-
-
-@dataclass
-class CandidateScore:
-    pos: int
-    layer: int
-    bypass: float
-    induce: float
-    kl: float
-    kept: bool
-    reason: str = ""
-    # The mean KL (the filter, as in Arditi et al.) is tail-heavy on small models: a few harmless prompts whose
-    # most likely opening token changes carry most of it. Median and max show that tail.
-    kl_median: float = math.nan
-    kl_max: float = math.nan
-
-
-def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    lp, lq = p_logits.log_softmax(-1), q_logits.log_softmax(-1)
-    return (lp.exp() * (lp - lq)).sum(-1)
 
 
 def score_candidates(handle: ModelHandle, cands: DirectionCandidates, harmful_val: Sequence[str],
@@ -89,18 +62,13 @@ def score_candidates(handle: ModelHandle, cands: DirectionCandidates, harmful_va
         kl, kl_med, kl_max = kl_all.mean(1), kl_all.median(1).values, kl_all.max(1).values
         induce = engine.score(harmless_val, [[ActAdd(r, layer)] for _, r in todo], refusal_tokens).mean(1)
         for i, (pos, _) in enumerate(todo):
-            s = CandidateScore(pos, layer, bypass[i].item(), induce[i].item(), kl[i].item(), True,
-                               kl_median=kl_med[i].item(), kl_max=kl_max[i].item())
-            if not math.isfinite(s.kl) or s.kl > cfg.max_kl:
-                s.kept, s.reason = False, f"KL {s.kl:.3f} > {cfg.max_kl}"
-            elif s.induce < cfg.min_induce:
-                s.kept, s.reason = False, f"induce {s.induce:.2f} < {cfg.min_induce}"
-            found[pos, layer] = s
-    return [found[pos, layer] for pos in positions for layer in layers]
+            found[pos, layer] = CandidateScore(pos, layer, bypass[i].item(), induce[i].item(), kl[i].item(), True,
+                                               kl_median=kl_med[i].item(), kl_max=kl_max[i].item())
+    return apply_filters([found[pos, layer] for pos in positions for layer in layers], cfg)
 
 
 def kl_by_prompt(handle: ModelHandle, direction: torch.Tensor, prompts: Sequence[str],
-                 engine: InterventionEngine | None = None, top: int = 3) -> list[dict]:
+                 engine: InterventionEngine | None = None, top: int = 3) -> list[KlRow]:
     """Per-prompt KL(clean ‖ ablated) at the last position for one direction, largest first, with each
     prompt's most likely next tokens before and after the ablation (what the KL tail is made of)."""
     engine = engine or InterventionEngine(handle)
@@ -108,12 +76,12 @@ def kl_by_prompt(handle: ModelHandle, direction: torch.Tensor, prompts: Sequence
     kl = kl_divergence(logits[0], logits[1])
     probs = logits.softmax(-1)
 
-    def head(p: torch.Tensor) -> list[list]:
+    def head(p: torch.Tensor) -> list[tuple[str, float]]:
         values, ids = p.topk(top)
-        return [[handle.tokenizer.decode([int(t)]), round(v, 4)] for v, t in zip(values.tolist(), ids.tolist(), strict=True)]
+        return [(handle.tokenizer.decode([int(t)]), round(v, 4)) for v, t in zip(values.tolist(), ids.tolist(), strict=True)]
 
-    return [{"instruction": prompts[i], "kl": kl[i].item(), "clean_top": head(probs[0, i]),
-             "ablated_top": head(probs[1, i])} for i in kl.argsort(descending=True).tolist()]
+    return [KlRow(prompts[i], kl[i].item(), head(probs[0, i]), head(probs[1, i]))
+            for i in kl.argsort(descending=True).tolist()]
 
 
 def apply_filters(scores: Sequence[CandidateScore], cfg: SelectionConfig) -> list[CandidateScore]:
@@ -147,8 +115,3 @@ def choose(scores: Sequence[CandidateScore], where: str = "") -> CandidateScore:
                           "; relax --max-kl / --min-induce (the measured scores are reused)" +
                           (f"; all scores: {where}" if where else ""))
     return min(kept, key=lambda s: s.bypass)
-
-
-def scores_to_dicts(scores: Sequence[CandidateScore]) -> list[dict]:
-    """JSON-ready rows; scores of skipped candidates (NaN) become null."""
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(s).items()} for s in scores]

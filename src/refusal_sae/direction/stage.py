@@ -1,76 +1,53 @@
-"""The direction stage end to end: candidates on training splits, selection on validation splits,
-saved into the run directory (``direction/direction.safetensors`` + ``result.json`` with every score)."""
+"""The direction stage end to end: candidates on training splits, selection on validation splits, a typed
+:class:`~refusal_sae.direction.result.DirectionResult` in the run directory (``direction/``).
+
+The shape every stage copies: a torch-free config (:mod:`.config`), the prompts it reads (:class:`DirectionPrompts`),
+a function ``(handle, prompts, config) -> Result`` (:func:`find_direction`), and a resumable wrapper that validates the
+config against the model before any work and keeps the result in the run directory (:func:`run_direction_stage`).
+"""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from pydantic import TypeAdapter
 
 from refusal_sae.data import load_dataset
+from refusal_sae.direction.config import DirectionConfig
 from refusal_sae.direction.diff_in_means import DirectionCandidates, compute_candidates
-from refusal_sae.direction.harm_vs_refusal import compare, rows_to_dicts
-from refusal_sae.direction.select import (
-    CandidateScore,
-    SelectionConfig,
-    apply_filters,
-    choose,
-    kl_by_prompt,
-    score_candidates,
-    scores_to_dicts,
-)
+from refusal_sae.direction.harm_vs_refusal import compare
+from refusal_sae.direction.result import CandidateScore, DirectionResult, HarmVsRefusalResult
+from refusal_sae.direction.select import apply_filters, choose, kl_by_prompt, score_candidates
 from refusal_sae.models.handle import ModelHandle
-from refusal_sae.runs import RunDir, config_hash, write_json_atomic
+from refusal_sae.runs import RunDir, completed, mark_complete
 from refusal_sae.scoring.refusal_score import discover_refusal_tokens
 
-
-@dataclass
-class DirectionConfig:
-    n_train: int = 128  # per class, from harmful_train / harmless_train
-    n_val: int = 32  # per class, from harmful_val / harmless_val
-    seed: int = 0
-    massive_k: int = 4  # massive-activation directions projected out of the candidates (0: Arditi et al. as is)
-    massive_ratio: float = 5.0  # a position is massive when its norm is ≥ this × the prompt's median norm
-    selection: SelectionConfig = None  # type: ignore[assignment]
-
-    def __post_init__(self):
-        if self.selection is None:
-            self.selection = SelectionConfig()
-        elif isinstance(self.selection, dict):
-            self.selection = SelectionConfig(**self.selection)
-
-    def to_dict(self, model: str, revision: str | None = None) -> dict:
-        """The stage's identity: its settings and the exact weights (a re-tuned model never reuses old results)."""
-        d = asdict(self)
-        d["model"] = model
-        d["model_revision"] = revision
-        return d
+CANDIDATES = "candidates.safetensors"
+SCORES = "scores.json"
+_SCORES = TypeAdapter(list[CandidateScore])
 
 
 @dataclass
-class DirectionResult:
-    direction: torch.Tensor  # raw difference-in-means vector of the chosen candidate
-    pos: int
-    layer: int
-    harm: torch.Tensor  # [n_layers, d_model] t_inst harm directions
-    info: dict
+class DirectionPrompts:
+    """Seeded samples of the training and validation splits (never a test split)."""
 
-    @property
-    def unit(self) -> torch.Tensor:
-        return self.direction / self.direction.norm()
+    harmful_train: list[str]
+    harmless_train: list[str]
+    harmful_val: list[str]
+    harmless_val: list[str]
+    refusal_discovery: list[str]  # harmful_train prompts whose greedy refusals give the refusal tokens
 
     @classmethod
-    def load(cls, stage_dir: Path) -> DirectionResult:
-        import json
-
-        t = load_file(str(stage_dir / "direction.safetensors"))
-        info = json.loads((stage_dir / "result.json").read_text())
-        return cls(t["direction"], info["chosen"]["pos"], info["chosen"]["layer"], t["harm"], info)
+    def load(cls, cfg: DirectionConfig, data_dir=None) -> DirectionPrompts:
+        harmful_train = load_dataset("harmful_train", data_dir)
+        return cls(harmful_train.sample(cfg.n_train, cfg.seed).instructions,
+                   load_dataset("harmless_train", data_dir).sample(cfg.n_train, cfg.seed).instructions,
+                   load_dataset("harmful_val", data_dir).sample(cfg.n_val, cfg.seed).instructions,
+                   load_dataset("harmless_val", data_dir).sample(cfg.n_val, cfg.seed).instructions,
+                   harmful_train.sample(32, cfg.seed + 1).instructions)
 
 
 def harm_refusal_cosines(cands: DirectionCandidates, pos: int) -> list[float]:
@@ -78,61 +55,70 @@ def harm_refusal_cosines(cands: DirectionCandidates, pos: int) -> list[float]:
     return torch.nn.functional.cosine_similarity(r, cands.harm, dim=-1).nan_to_num(0.0).tolist()
 
 
-def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, data_dir=None) -> DirectionResult:
-    conf = cfg.to_dict(handle.name, handle.revision)
-    stage = run.stage("direction")
-    if run.is_complete("direction", conf):
-        return DirectionResult.load(stage)
-    harmful = load_dataset("harmful_train", data_dir).sample(cfg.n_train, cfg.seed).instructions
-    harmless = load_dataset("harmless_train", data_dir).sample(cfg.n_train, cfg.seed).instructions
-    cand_path = stage / "candidates.safetensors"
-    cands = compute_candidates(handle, harmful, harmless, cfg.selection.batch_size, cfg.massive_k, cfg.massive_ratio)
-    cands.save(cand_path)
-    harmful_val = load_dataset("harmful_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
-    harmless_val = load_dataset("harmless_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
-    # The measured scores are written before the thresholds are applied: a run whose candidates are all
-    # filtered out leaves them to inspect, and a re-run with other --max-kl / --min-induce reuses them.
-    scores_path = stage / "scores.json"
-    scoring_conf = {k: v for k, v in conf.items() if k != "selection"}
-    scoring_conf["selection"] = {k: v for k, v in conf["selection"].items() if k not in ("max_kl", "min_induce")}
-    saved = json.loads(scores_path.read_text()) if scores_path.is_file() else None
-    if saved is not None and saved.get("scoring_config_hash") == config_hash(scoring_conf):
+def find_direction(handle: ModelHandle, prompts: DirectionPrompts, cfg: DirectionConfig,
+                   scratch: Path | None = None) -> DirectionResult:
+    """Difference-in-means candidates, scored and filtered on the validation prompts; the lowest bypass wins.
+
+    With ``scratch``, the candidates and the measured scores are kept there before the thresholds are applied: a
+    run whose candidates are all filtered out leaves them to inspect, and a re-run with other ``max_kl`` /
+    ``min_induce`` reuses the scores instead of measuring them again.
+    """
+    sel = cfg.selection
+    cands = compute_candidates(handle, prompts.harmful_train, prompts.harmless_train, sel.batch_size, cfg.massive_k,
+                               cfg.massive_ratio)
+    scoring_conf = cfg.identity(handle.name, handle.revision)
+    scoring_conf["selection"] = {k: v for k, v in scoring_conf["selection"].items() if k not in ("max_kl", "min_induce")}
+    saved = None
+    if scratch is not None:
+        cands.save(scratch / CANDIDATES)
+        saved = completed(scratch / SCORES, scoring_conf)
+    if saved is not None:
         tokens = saved["refusal_tokens"]
-        scores = apply_filters([CandidateScore(**{k: (math.nan if v is None else v) for k, v in d.items()})
-                                for d in saved["candidates"]], cfg.selection)
+        scores = apply_filters(_SCORES.validate_python(saved["candidates"]), sel)
     else:
-        tokens = discover_refusal_tokens(handle, load_dataset("harmful_train", data_dir).sample(32, cfg.seed + 1).instructions)
-        scores = score_candidates(handle, cands, harmful_val, harmless_val, tokens, cfg.selection)
-        write_json_atomic(scores_path, {"scoring_config_hash": config_hash(scoring_conf), "refusal_tokens": tokens,
-                                        "candidates": scores_to_dicts(scores)})
-    best = choose(scores, str(scores_path))
+        tokens = discover_refusal_tokens(handle, prompts.refusal_discovery)
+        scores = score_candidates(handle, cands, prompts.harmful_val, prompts.harmless_val, tokens, sel)
+        if scratch is not None:
+            mark_complete(scratch / SCORES, scoring_conf,
+                          {"refusal_tokens": tokens, "candidates": _SCORES.dump_python(scores, mode="json")})
+    best = choose(scores, str(scratch / SCORES) if scratch is not None else "")
     direction = cands.get(best.pos, best.layer).float()
-    save_file({"direction": direction.contiguous(), "harm": cands.harm.float().contiguous()},
-              str(stage / "direction.safetensors"))
-    info = {
-        "chosen": scores_to_dicts([best])[0],
-        "refusal_tokens": tokens,
-        "n_train": [cands.n_harmful, cands.n_harmless],
-        "massive_directions_removed": 0 if cands.massive is None else len(cands.massive),
-        "n_val": [len(harmful_val), len(harmless_val)],
-        "candidates": scores_to_dicts(scores),
-        "harm_refusal_cosine_by_layer": harm_refusal_cosines(cands, best.pos),
-        "kl_by_prompt": kl_by_prompt(handle, direction, harmless_val, top=3),
-    }
-    run.finish("direction", conf, info)
-    return DirectionResult(direction, best.pos, best.layer, cands.harm.float(), run.load("direction"))
+    return DirectionResult(
+        direction=direction, harm=cands.harm.float(), chosen=best, refusal_tokens=list(tokens),
+        n_train=(cands.n_harmful, cands.n_harmless), n_val=(len(prompts.harmful_val), len(prompts.harmless_val)),
+        massive_directions_removed=0 if cands.massive is None else len(cands.massive), candidates=scores,
+        harm_refusal_cosine_by_layer=harm_refusal_cosines(cands, best.pos),
+        kl_by_prompt=kl_by_prompt(handle, direction, prompts.harmless_val, top=3))
+
+
+def validate(handle: ModelHandle, cfg: DirectionConfig, harm_layers: Sequence[int] = ()) -> None:
+    """Check ``cfg`` against the model before any forward pass (one format of a short prompt)."""
+    cfg.validate(handle.n_layers, handle.format("x").n_post_inst, tuple(harm_layers))
+
+
+def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, data_dir=None,
+                        force: bool = False) -> DirectionResult:
+    """The refusal direction of ``handle`` in ``run`` (``direction/``): loaded when complete for this config and
+    these weights, else computed and saved."""
+    validate(handle, cfg)
+    prompts = DirectionPrompts.load(cfg, data_dir)
+    run.record_model(handle)
+    return run.run(DirectionResult, cfg.identity(handle.name, handle.revision),
+                   lambda: find_direction(handle, prompts, cfg, run.path(DirectionResult.kind)), force=force)
 
 
 def run_harm_vs_refusal_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, layers: Sequence[int],
-                              data_dir=None) -> dict:
-    """Cosine and causal comparison of the t_inst harm direction with the refusal direction, per layer."""
-    conf = cfg.to_dict(handle.name, handle.revision) | {"layers": list(layers)}
-    if run.is_complete("harm_vs_refusal", conf):
-        return run.load("harm_vs_refusal")
-    chosen = run_direction_stage(handle, run, cfg, data_dir)
-    cands = DirectionCandidates.load(run.stage("direction") / "candidates.safetensors")
-    harmful = load_dataset("harmful_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
-    harmless = load_dataset("harmless_val", data_dir).sample(cfg.n_val, cfg.seed).instructions
-    base, rows = compare(handle, cands, chosen.pos, layers, harmful, harmless, chosen.info["refusal_tokens"])
-    run.finish("harm_vs_refusal", conf, {"position": chosen.pos, **base, "rows": rows_to_dicts(rows)})
-    return run.load("harm_vs_refusal")
+                              data_dir=None) -> HarmVsRefusalResult:
+    """Cosine and causal comparison of the t_inst harm direction with the refusal direction, per layer
+    (``harm_vs_refusal/``), on the validation prompts."""
+    validate(handle, cfg, layers)
+    conf = cfg.identity(handle.name, handle.revision) | {"layers": list(layers)}
+
+    def compute() -> HarmVsRefusalResult:
+        chosen = run_direction_stage(handle, run, cfg, data_dir)
+        cands = DirectionCandidates.load(run.path(DirectionResult.kind) / CANDIDATES)
+        prompts = DirectionPrompts.load(cfg, data_dir)
+        return compare(handle, cands, chosen.pos, layers, prompts.harmful_val, prompts.harmless_val,
+                       chosen.refusal_tokens)
+
+    return run.run(HarmVsRefusalResult, conf, compute)

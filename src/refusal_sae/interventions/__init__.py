@@ -1,10 +1,18 @@
-"""Interventions on the residual stream: directional ablation, activation addition, weight orthogonalisation."""
+"""Interventions on the residual stream: directional ablation, activation addition, SAE feature clamps (error term
+kept), weight orthogonalisation, and the batched engine every causal test goes through.
 
-from refusal_sae.interventions.base import Intervention, InterventionSet
-from refusal_sae.interventions.directional import ActAdd, DirectionAblation
-from refusal_sae.interventions.engine import EngineConfig, InterventionEngine
-from refusal_sae.interventions.feature_clamp import FeatureClamp
-from refusal_sae.interventions.orthogonalize import export_model, orthogonalize_
+Exports load lazily: ``from refusal_sae.interventions.spec import check_intervention`` stays torch-free.
+"""
 
-__all__ = ["ActAdd", "DirectionAblation", "EngineConfig", "FeatureClamp", "Intervention", "InterventionEngine",
-           "InterventionSet", "export_model", "orthogonalize_"]
+from refusal_sae._lazy import lazy_exports
+
+_EXPORTS = {
+    "Intervention": "base", "InterventionSet": "base", "SaeIntervention": "base", "set_hooks": "base",
+    "ActAdd": "directional", "DirectionAblation": "directional",
+    "EngineConfig": "engine", "InterventionEngine": "engine",
+    "direction_interventions": "factory", "FeatureClamp": "feature_clamp",
+    "export_model": "orthogonalize", "orthogonalize_": "orthogonalize",
+    "DIRECTION_INTERVENTIONS": "spec", "check_intervention": "spec",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

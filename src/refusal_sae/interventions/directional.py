@@ -11,19 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
-from refusal_sae.errors import ConfigError, MismatchError, NumericalError
+from refusal_sae.errors import ConfigError, MismatchError
 from refusal_sae.models.handle import ModelHandle
-from refusal_sae.models.hooks import HookFn
+from refusal_sae.models.hooks import HookFn, hook_name
+from refusal_sae.ops import unit
 
 
-def unit(direction: torch.Tensor) -> torch.Tensor:
-    norm = direction.norm()
-    if not torch.isfinite(direction).all() or norm == 0:
-        raise NumericalError("direction is zero or non-finite")
-    return direction / norm
-
-
-def _check_dim(handle: ModelHandle, v: torch.Tensor, what: str) -> None:
+def check_dim(handle: ModelHandle, v: torch.Tensor, what: str) -> None:
     if v.shape != (handle.d_model,):
         raise MismatchError(f"{what} has shape {tuple(v.shape)}, model d_model is {handle.d_model}")
 
@@ -52,13 +46,13 @@ class DirectionAblation:
     last_positions: int | None = None  # ablation acts at every position
 
     def hooks(self, handle: ModelHandle) -> list[tuple[str, HookFn]]:
-        _check_dim(handle, self.direction, "ablation direction")
+        check_dim(handle, self.direction, "ablation direction")
         layers = range(handle.n_layers) if self.layers is None else self.layers
         bad = [L for L in layers if not 0 <= L < handle.n_layers]
         if bad or not layers:
             raise ConfigError(f"ablation layers {bad or 'none'} out of range, model has {handle.n_layers} layers")
         fn = projection_remover(self.direction.float())
-        return [(f"blocks.{L}.hook_{k}", fn) for L in layers for k in ("resid_pre", "attn_out", "mlp_out")]
+        return [(hook_name(L, k), fn) for L in layers for k in ("resid_pre", "attn_out", "mlp_out")]
 
 
 @dataclass(frozen=True)
@@ -82,7 +76,7 @@ class ActAdd:
         return fn
 
     def hooks(self, handle: ModelHandle) -> list[tuple[str, HookFn]]:
-        _check_dim(handle, self.vector, "activation-addition vector")
+        check_dim(handle, self.vector, "activation-addition vector")
         if not 0 <= self.layer < handle.n_layers:
             raise ConfigError(f"layer {self.layer} out of range, model has {handle.n_layers} layers")
-        return [(f"blocks.{self.layer}.hook_resid_pre", self._fn())]
+        return [(hook_name(self.layer, "resid_pre"), self._fn())]

@@ -7,7 +7,7 @@ What it saves compared with one hooked forward per set:
   tokens), the clean keys/values of all earlier positions are computed once and each set recomputes only the
   last ``k`` positions, attending to that prefix unrepeated (:mod:`.shared_prefix`);
 - **shared entry**: when the earliest hooks are ``resid_post`` hooks, that layer runs once too; the entry hooks
-  are applied to the shared stream, and feature clamps on the same SAE share one encode across all sets;
+  are applied to the shared stream, and SAE interventions on the same SAE share one encode across all sets;
 - **many sets per forward**: sets are stacked along the batch (prompt-major rows ``b * S + s``);
 - **last-position logits only** (``logits_to_keep=1``);
 - **memory-bounded** chunks of sets, sized from a configurable budget.
@@ -25,13 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from refusal_sae.interventions.base import Intervention, InterventionSet, suffix_length
-from refusal_sae.interventions.feature_clamp import FeatureClamp
+from refusal_sae.interventions.base import Intervention, InterventionSet, SaeIntervention, suffix_length
 from refusal_sae.interventions.shared_prefix import shared_prefix_attention
-from refusal_sae.models.formatting import FormattedPrompt, PromptBatch
+from refusal_sae.models.formatting import FormattedPrompt, PromptBatch, length_sorted_batches
 from refusal_sae.models.handle import ModelHandle, position_ids_for
 from refusal_sae.models.hooks import HookFn, StopForward, hook_name, parse_hook_point
-from refusal_sae.scoring.generation import length_sorted_batches
 from refusal_sae.scoring.refusal_score import refusal_score_from_logits
 
 
@@ -134,8 +132,8 @@ def _entry_point(handle: ModelHandle, hooked: Sequence[SetHooks], start: int) ->
 
 def _enter(base: torch.Tensor, hooked: Sequence[SetHooks], entry: str) -> torch.Tensor:
     """Rows ``b * n + s``: the shared stream ``base`` ``[B, T, d]`` after set ``s``'s hooks at ``entry``.
-    A feature clamp that sees the unedited stream reuses the codes of any earlier clamp on the same SAE, so
-    an SAE encodes each prompt once instead of once per set."""
+    An SAE intervention that sees the unedited stream reuses the codes of any earlier one with the same
+    ``codes_key`` (same SAE and positions), so an SAE encodes each prompt once instead of once per set."""
     n = len(hooked)
     x = base.repeat_interleave(n, dim=0)
     codes: dict[tuple, torch.Tensor] = {}
@@ -144,7 +142,7 @@ def _enter(base: torch.Tensor, hooked: Sequence[SetHooks], entry: str) -> torch.
         for iv, name, fn in set_hooks:
             if name != entry:
                 continue
-            if cur is None and isinstance(iv, FeatureClamp):
+            if cur is None and isinstance(iv, SaeIntervention):
                 key = iv.codes_key()
                 if key not in codes:
                     codes[key] = iv.encode(base)
@@ -246,7 +244,7 @@ class InterventionEngine:
             got["x"] = act
             raise StopForward
 
-        hooks = [] if layer >= h.n_layers else [(f"blocks.{layer}.hook_resid_pre", grab)]
+        hooks = [] if layer >= h.n_layers else [(hook_name(layer, "resid_pre"), grab)]
         with h.hooks(hooks):
             try:
                 out = h.inner(input_ids=ids, attention_mask=batch.attention_mask, position_ids=pos,

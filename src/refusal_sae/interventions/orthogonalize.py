@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from refusal_sae.errors import ConfigError
-from refusal_sae.interventions.directional import _check_dim, unit
+from refusal_sae.interventions.directional import check_dim
 from refusal_sae.models.handle import ModelHandle
+from refusal_sae.ops import unit
 
 
 @torch.no_grad()
@@ -31,7 +32,7 @@ def _project_rows_out(weight: torch.Tensor, r: torch.Tensor, out_dim: int) -> No
 @torch.no_grad()
 def orthogonalize_(handle: ModelHandle, direction: torch.Tensor, allow_approximate: bool = False) -> None:
     """Orthogonalise ``handle.model``'s residual writers against ``direction``, in place."""
-    _check_dim(handle, direction, "direction")
+    check_dim(handle, direction, "direction")
     if handle.arch.post_norms and not allow_approximate:
         raise ConfigError(f"{handle.config.model_type} normalises block outputs after the writer matrices; weight "
                           "orthogonalisation is then approximate (pass allow_approximate=True to do it anyway)")

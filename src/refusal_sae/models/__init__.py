@@ -1,9 +1,14 @@
-"""Model handles: loading, chat formatting with token positions, TransformerLens-named hooks."""
+"""Model handles: loading, chat formatting with token positions, TransformerLens-named hooks.
 
-from refusal_sae.models.formatting import FormattedPrompt, PromptBatch
-from refusal_sae.models.handle import ModelHandle
-from refusal_sae.models.hooks import HookPoint, hook_name, parse_hook_point
-from refusal_sae.models.loading import DEFAULT_MODEL, load_model
+Exports load lazily: ``from refusal_sae.models.options import ModelSpec`` stays torch-free.
+"""
 
-__all__ = ["DEFAULT_MODEL", "FormattedPrompt", "HookPoint", "ModelHandle", "PromptBatch", "hook_name",
-           "load_model", "parse_hook_point"]
+from refusal_sae._lazy import lazy_exports
+
+_EXPORTS = {
+    "FormattedPrompt": "formatting", "PromptBatch": "formatting", "ModelHandle": "handle",
+    "HookPoint": "hooks", "hook_name": "hooks", "parse_hook_point": "hooks",
+    "load_model": "loading", "DEFAULT_MODEL": "options", "ModelSpec": "options",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

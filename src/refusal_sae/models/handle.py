@@ -12,7 +12,7 @@ from torch import nn
 from refusal_sae.errors import NumericalError
 from refusal_sae.models.architectures import ArchSpec, get_architecture
 from refusal_sae.models.formatting import FormattedPrompt, PromptBatch, collate, format_instruction
-from refusal_sae.models.hooks import HookFn, StopForward, attach_hooks, parse_hook_point
+from refusal_sae.models.hooks import HookFn, StopForward, attach_hooks, hook_name, parse_hook_point
 
 
 @dataclass
@@ -22,6 +22,7 @@ class ModelHandle:
     name: str
     system_prompt: str | None = None
     revision: str | None = None  # exact weights identity where known (embedded: GGUF + adapter hashes)
+    adapter: str | None = None  # the LoRA adapter directory merged into the weights, when one was given
     arch: ArchSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,7 +99,7 @@ class ModelHandle:
         def stopper(act: torch.Tensor) -> None:
             raise StopForward
 
-        hooks = [(p.name, reader(p.name)) for p in points] + [(f"blocks.{deepest}.hook_resid_post", stopper)]
+        hooks = [(p.name, reader(p.name)) for p in points] + [(hook_name(deepest, "resid_post"), stopper)]
         with self.hooks(hooks):
             try:
                 self.forward(batch)

@@ -6,10 +6,10 @@ import hashlib
 from pathlib import Path
 
 from refusal_sae.errors import ConfigError, ModelLoadError
-from refusal_sae.models.embedded import EMBEDDED_ALIASES, EMBEDDED_REFUSING, embedded_model_dir
+from refusal_sae.models.embedded import EMBEDDED_ALIASES, EMBEDDED_REFUSING, embedded_model_dir, merge_adapter
 from refusal_sae.models.handle import ModelHandle
-
-DEFAULT_MODEL = EMBEDDED_REFUSING
+from refusal_sae.models.options import DEFAULT_MODEL
+from refusal_sae.runs.io import file_sha256
 
 
 def resolve_device(device: str = "auto"):
@@ -49,9 +49,18 @@ def _weights_identity(source, gguf_file: str | None, hf_model) -> str | None:
     return "files-" + h.hexdigest()[:16]
 
 
+def _adapter_dir(adapter: str | Path) -> Path:
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_model.safetensors").is_file() or not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{path} is not a LoRA adapter directory (adapter_config.json + adapter_model.safetensors, "
+                             "as `refusal-sae make-refusing-model` or peft's save_pretrained write)")
+    return path
+
+
 def load_model(
     model: str | None = None,
     *,
+    adapter: str | Path | None = None,
     device: str = "auto",
     dtype: str = "auto",
     trust_remote_code: bool = False,
@@ -64,6 +73,8 @@ def load_model(
     (``smollm2-135m-refusing`` / ``embedded``, or ``smollm2-135m`` for the untuned base), a local HF
     directory, a ``.gguf`` file, or a hub id (needs network or a populated HF cache;
     ``local_files_only=True`` or ``HF_HUB_OFFLINE=1`` never touches the network).
+    ``adapter``: a LoRA adapter directory merged into the weights; with an embedded name it takes the place of the
+    committed safety adapter (the embedded base plus this adapter).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -73,9 +84,14 @@ def load_model(
     kwargs: dict = {"dtype": dt, "trust_remote_code": trust_remote_code}
     path = Path(spec).expanduser()
     revision = None
+    adapter_dir = None if adapter is None else _adapter_dir(adapter)
     if spec in EMBEDDED_ALIASES:
-        source, name = embedded_model_dir(spec), EMBEDDED_ALIASES[spec]
+        if adapter_dir is None:
+            source, name = embedded_model_dir(spec), EMBEDDED_ALIASES[spec]
+        else:  # the embedded base with this adapter instead of the committed one
+            source, name = embedded_model_dir(EMBEDDED_REFUSING, adapter_dir), f"{spec}+{adapter_dir.name}"
         revision = source.name  # <name>-v<cache format>-<gguf sha>[-<adapter sha>]
+        adapter_dir = None  # merged into the cached directory
     elif path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
@@ -98,7 +114,12 @@ def load_model(
             f"cannot load model {spec!r}: not an embedded name, not a local directory, and the hub could not "
             f"provide it (offline?). Details: {str(e).splitlines()[0]}"
         ) from e
-    hf_model.to(dev)
     if revision is None:
         revision = _weights_identity(source, kwargs.get("gguf_file"), hf_model)
-    return ModelHandle(hf_model, tokenizer, name=name, system_prompt=system_prompt, revision=revision)
+    if adapter_dir is not None:
+        hf_model = merge_adapter(hf_model, adapter_dir)
+        name = f"{name}+{adapter_dir.name}"
+        revision = f"{revision}+adapter-{file_sha256(adapter_dir / 'adapter_model.safetensors')[:16]}"
+    hf_model.to(dev)
+    return ModelHandle(hf_model, tokenizer, name=name, system_prompt=system_prompt, revision=revision,
+                       adapter=None if adapter is None else str(adapter))

@@ -1,14 +1,19 @@
 """Sparse autoencoders on the residual stream: train our own (sae-lens TopK), load sae-lens releases,
-measure their quality (FVU, L0, dead latents, loss recovered) and inspect latents."""
+measure their quality (FVU, L0, dead latents, loss recovered) and inspect latents.
 
-from refusal_sae.saes.activations import ActivationSource, PositionFilter, SourceStats, massive_masks
-from refusal_sae.saes.corpus import EVAL_DATASETS, TRAIN_DATASETS, CorpusConfig, build_sequences
-from refusal_sae.saes.features import FeatureExample, FeatureSummary, top_activations
-from refusal_sae.saes.loading import SaeSet, SaeSpec, parse_sae_spec
-from refusal_sae.saes.metrics import SaeMetrics, evaluate_saes
-from refusal_sae.saes.train import SaeTrainConfig, TrainedSae, save_sae, train_saes
+Exports load lazily: ``from refusal_sae.saes.config import SaeTrainConfig`` stays torch-free.
+"""
 
-__all__ = ["EVAL_DATASETS", "TRAIN_DATASETS", "ActivationSource", "CorpusConfig", "FeatureExample", "FeatureSummary",
-           "PositionFilter", "SaeMetrics", "SaeSet", "SaeSpec", "SaeTrainConfig", "SourceStats", "TrainedSae",
-           "build_sequences", "evaluate_saes", "massive_masks", "parse_sae_spec", "save_sae", "top_activations",
-           "train_saes"]
+from refusal_sae._lazy import lazy_exports
+
+_EXPORTS = {
+    "ActivationSource": "activations", "SourceStats": "activations", "massive_masks": "activations",
+    "CorpusConfig": "config", "PositionFilter": "config", "SaeTrainConfig": "config",
+    "TRAIN_DATASETS": "config", "build_sequences": "corpus",
+    "FeatureExample": "features", "FeatureSummary": "features", "top_activations": "features",
+    "SaeSet": "loading", "SaeSpec": "loading", "parse_sae_spec": "loading",
+    "SaeMetrics": "metrics", "evaluate_saes": "metrics",
+    "TrainedSae": "train", "save_sae": "train", "train_saes": "train",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -15,23 +15,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from refusal_sae.errors import ConfigError, DataError, NumericalError
-from refusal_sae.models.formatting import FormattedPrompt, PromptBatch
+from refusal_sae.models.formatting import FormattedPrompt, PromptBatch, length_sorted_batches
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.models.hooks import parse_hook_point
-from refusal_sae.scoring.generation import length_sorted_batches
-
-
-@dataclass
-class PositionFilter:
-    exclude_first: bool = True  # each sequence's first real token (BOS or the first template token)
-    outlier_factor: float | None = 10.0  # norm > factor x median norm of the batch at that layer; None = off
-
-    def __post_init__(self) -> None:
-        if self.outlier_factor is not None and self.outlier_factor <= 1:
-            raise ConfigError(f"outlier_factor must be > 1 (or None), got {self.outlier_factor}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from refusal_sae.saes.config import PositionFilter
 
 
 def check_finite(x: torch.Tensor, where: str) -> None:

@@ -8,39 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from refusal_sae.errors import ConfigError, DataError
 from refusal_sae.models.formatting import FormattedPrompt
 from refusal_sae.models.handle import ModelHandle
-from refusal_sae.runs import config_hash, write_json_atomic
-
-TRAIN_DATASETS = ("harmful_train", "harmless_train")
-EVAL_DATASETS = ("harmful_val", "harmless_val")
-
-
-@dataclass
-class CorpusConfig:
-    datasets: tuple[str, ...] = TRAIN_DATASETS
-    n_prompts: int | None = 256  # per dataset; None = all
-    with_responses: bool = True
-    max_new_tokens: int = 64
-    max_len: int = 256  # tokens per sequence (prompt + response), truncated on the right
-    gen_batch_size: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.datasets = tuple(self.datasets)
-        if not self.datasets:
-            raise ConfigError("no datasets given for the SAE corpus")
-        if self.n_prompts is not None and self.n_prompts < 1:
-            raise ConfigError(f"n_prompts must be positive, got {self.n_prompts}")
-        if self.max_len < 2:
-            raise ConfigError(f"max_len must be at least 2, got {self.max_len}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from refusal_sae.runs import config_hash, slug, write_json_atomic
+from refusal_sae.saes.config import CorpusConfig
 
 
 def load_instructions(datasets: Sequence[str], n: int | None, seed: int = 0, data_dir=None) -> list[str]:
@@ -66,10 +40,6 @@ def weights_fingerprint(handle: ModelHandle) -> str:
     return config_hash({"n": sum(p.numel() for p in params), "sample": sample})
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_")[-60:]
-
-
 def model_responses(handle: ModelHandle, instructions: Sequence[str], cache_dir: Path | None, max_new_tokens: int = 64,
                     batch_size: int = 16, chunk: int = 64, progress: bool = True) -> list[str]:
     """The model's greedy response to each instruction, from / into the JSON cache in ``cache_dir``."""
@@ -77,7 +47,7 @@ def model_responses(handle: ModelHandle, instructions: Sequence[str], cache_dir:
 
     key = {"model": handle.name, "system": handle.system_prompt, "max_new_tokens": max_new_tokens,
            "weights": weights_fingerprint(handle)}
-    path = Path(cache_dir) / f"responses-{_slug(handle.name)}-{config_hash(key)}.json" if cache_dir else None
+    path = Path(cache_dir) / f"responses-{slug(handle.name, 60)}-{config_hash(key)}.json" if cache_dir else None
     cache: dict[str, str] = {}
     if path is not None and path.is_file():
         try:

@@ -15,7 +15,8 @@ from refusal_sae.errors import ConfigError
 from refusal_sae.models.formatting import FormattedPrompt
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.models.hooks import parse_hook_point
-from refusal_sae.saes.activations import PositionFilter, check_finite, indexed_batches, ordinary_mask
+from refusal_sae.saes.activations import check_finite, indexed_batches, ordinary_mask
+from refusal_sae.saes.config import PositionFilter
 from refusal_sae.saes.metrics import reconstruct
 
 
@@ -50,6 +51,18 @@ def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
     return [tokenizer.decode([int(i)]) for i in ids]
 
 
+def check_feature_ids(sae, feature_ids: Sequence[int], top_n: int = 1, window: int = 0) -> list[int]:
+    """The distinct feature ids, checked against the SAE's width (and the example settings), before any work."""
+    d_sae = int(sae.cfg.d_sae)
+    ids = list(dict.fromkeys(int(i) for i in feature_ids))
+    bad = [i for i in ids if not 0 <= i < d_sae]
+    if not ids or bad:
+        raise ConfigError(f"feature ids must lie in [0, {d_sae}) for this SAE of width {d_sae}; got {bad or 'none'}")
+    if top_n < 1 or window < 0:
+        raise ConfigError("top_n must be positive and window non-negative")
+    return ids
+
+
 @torch.no_grad()
 def top_activations(handle: ModelHandle, sae, hook: str, feature_ids: Sequence[int], sequences: Sequence[FormattedPrompt],
                     top_n: int = 10, window: int = 8, batch_size: int = 8, filt: PositionFilter | None = None,
@@ -57,13 +70,7 @@ def top_activations(handle: ModelHandle, sae, hook: str, feature_ids: Sequence[i
     """For each latent in ``feature_ids``: its ``top_n`` strongest activations over ``sequences`` (ordinary
     positions only), with ``window`` tokens of context either side."""
     point = parse_hook_point(hook, handle.n_layers)
-    d_sae = int(sae.cfg.d_sae)
-    ids = list(dict.fromkeys(int(i) for i in feature_ids))
-    bad = [i for i in ids if not 0 <= i < d_sae]
-    if not ids or bad:
-        raise ConfigError(f"feature ids must lie in [0, {d_sae}); got {bad or 'none'}")
-    if top_n < 1 or window < 0:
-        raise ConfigError("top_n must be positive and window non-negative")
+    ids = check_feature_ids(sae, feature_ids, top_n, window)
     filt = filt or PositionFilter()
     n_f = len(ids)
     best_v = torch.full((n_f, top_n), -torch.inf)

@@ -142,9 +142,6 @@ class SaeSet(Mapping):
             except ConfigError as e:
                 raise MismatchError(f"SAE {self.sources[name]} does not fit model {handle.name}: {e}") from None
 
-    def layer_of(self, name: str) -> int:
-        return int(name.split(".")[1])
-
     def describe(self) -> list[dict]:
         return [{"hook_name": n, "source": self.sources[n], "d_in": s.cfg.d_in, "d_sae": s.cfg.d_sae,
                  "architecture": s.cfg.architecture()} for n, s in self._saes.items()]

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from refusal_sae.models.formatting import FormattedPrompt, PromptBatch
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.models.hooks import parse_hook_point
-from refusal_sae.saes.activations import PositionFilter, check_finite, massive_masks, prompt_batches
+from refusal_sae.saes.activations import check_finite, massive_masks, prompt_batches
+from refusal_sae.saes.config import PositionFilter
 
 
 @dataclass

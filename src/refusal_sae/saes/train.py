@@ -10,10 +10,9 @@ holds the same config hash is skipped, so a crash loses at most the chunk in pro
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,52 +21,13 @@ from tqdm.auto import tqdm
 from refusal_sae.errors import ConfigError, NumericalError
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.models.hooks import hook_name, parse_hook_point
-from refusal_sae.runs import config_hash, write_json_atomic
-from refusal_sae.saes.activations import ActivationSource, PositionFilter
-from refusal_sae.saes.corpus import CorpusConfig, build_sequences, n_tokens
+from refusal_sae.runs import completed, config_hash, mark_complete
+from refusal_sae.saes.activations import ActivationSource
+from refusal_sae.saes.config import SaeTrainConfig
+from refusal_sae.saes.corpus import build_sequences, n_tokens
 from refusal_sae.saes.loading import TRAINING_CONFIG
 
 WEIGHTS = "sae_weights.safetensors"
-
-
-@dataclass
-class SaeTrainConfig:
-    training_tokens: int = 1_000_000  # per SAE (kept tokens, after padding / massive-norm exclusion)
-    batch_size: int = 4096  # tokens per optimiser step
-    lr: float = 2e-4
-    warmup_fraction: float = 0.05
-    decay_fraction: float = 0.2  # linear decay to 0 over the last fraction of steps
-    aux_loss_coefficient: float = 1.0  # TopK auxiliary (dead-latent) loss, sae-lens' default
-    dead_tokens: int = 200_000  # a latent counts as dead (and enters the aux loss) after this many tokens unfired
-    normalize_activations: bool = True  # sae-lens "expected_average_only_in", folded into the weights at the end
-    norm_estimate_batches: int = 8
-    layers_per_chunk: int = 4
-    prompt_batch_size: int = 16
-    buffer_tokens: int = 32768
-    activation_cache_gb: float = 4.0  # replay the corpus' activations from memory after epoch 1 when they fit
-    save_dtype: str = "float16"  # weights on disk; cfg.json keeps float32, so sae-lens loads them as fp32
-    seed: int = 0
-    positions: PositionFilter = field(default_factory=PositionFilter)
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.positions, dict):
-            self.positions = PositionFilter(**self.positions)
-        if isinstance(self.corpus, dict):
-            self.corpus = CorpusConfig(**self.corpus)
-        if self.save_dtype not in ("float16", "float32", "bfloat16"):
-            raise ConfigError(f"save_dtype must be float16, bfloat16 or float32, got {self.save_dtype!r}")
-        if self.batch_size < 1 or self.training_tokens < self.batch_size:
-            raise ConfigError(f"training_tokens ({self.training_tokens}) must be at least one batch ({self.batch_size})")
-        if self.layers_per_chunk < 1:
-            raise ConfigError("layers_per_chunk must be positive")
-
-    @property
-    def steps(self) -> int:
-        return self.training_tokens // self.batch_size
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -169,14 +129,8 @@ def train_saes(handle: ModelHandle, layers: Sequence[int], width: int, k: int, c
 
 
 def _finished(path: Path, conf: dict, layer: int) -> dict | None:
-    f = path / TRAINING_CONFIG
-    if not (f.is_file() and (path / WEIGHTS).is_file()):
-        return None
-    try:
-        info = json.loads(f.read_text())
-    except json.JSONDecodeError:
-        return None
-    return info if info.get("config_hash") == config_hash({**conf, "layer": layer}) else None
+    """The training record of a finished SAE for this config, or ``None`` (missing, other config, no weights)."""
+    return completed(path / TRAINING_CONFIG, {**conf, "layer": layer}) if (path / WEIGHTS).is_file() else None
 
 
 def _save(sae, trainer, source_stats: dict, path: Path, conf: dict, layer: int, cfg: SaeTrainConfig,
@@ -189,8 +143,7 @@ def _save(sae, trainer, source_stats: dict, path: Path, conf: dict, layer: int, 
              "dead_fraction_window": float(dead.float().mean()), "l0_window": sae.cfg.metadata.l0,
              "corpus_tokens": corpus_tokens, "corpus_sequences": n_sequences}
     save_sae(sae, path, cfg.save_dtype)
-    full = {**conf, "layer": layer}
-    info = {"config": full, "config_hash": config_hash(full), "hook_name": hook_name(layer), "command": command,
-            "train_stats": stats, "source_stats": source_stats}
-    write_json_atomic(path / TRAINING_CONFIG, info)
+    info = mark_complete(path / TRAINING_CONFIG, {**conf, "layer": layer},
+                         {"hook_name": hook_name(layer), "command": command, "train_stats": stats,
+                          "source_stats": source_stats})
     return TrainedSae(layer, hook_name(layer), path, False, info)

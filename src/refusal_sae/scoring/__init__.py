@@ -1,8 +1,16 @@
-"""Refusal scoring: refusal-token log-odds, batched generation, three-way judges, evaluation."""
+"""Refusal scoring: refusal-token log-odds, batched generation, three-way judges, evaluation, paired comparison.
 
-from refusal_sae.scoring.evaluate import EvalConfig, EvalResult, evaluate
-from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSAL_PHRASES, REFUSED, Judge, Judgement, get_judge
-from refusal_sae.scoring.refusal_score import discover_refusal_tokens, refusal_score_from_logits, refusal_scores
+Exports load lazily: ``from refusal_sae.scoring.config import EvalConfig`` stays torch-free.
+"""
 
-__all__ = ["COMPLIED", "DEGENERATE", "REFUSAL_PHRASES", "REFUSED", "EvalConfig", "EvalResult", "Judge", "Judgement",
-           "discover_refusal_tokens", "evaluate", "get_judge", "refusal_score_from_logits", "refusal_scores"]
+from refusal_sae._lazy import lazy_exports
+
+_EXPORTS = {
+    "EvalConfig": "config", "EvalResult": "evaluate", "evaluate": "evaluate", "run_eval_stage": "evaluate",
+    "COMPLIED": "judge", "DEGENERATE": "judge", "REFUSAL_PHRASES": "judge", "REFUSED": "judge", "Judge": "judge",
+    "Judgement": "judge", "get_judge": "judge",
+    "discover_refusal_tokens": "refusal_score", "refusal_score_from_logits": "refusal_score",
+    "refusal_scores": "refusal_score",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -33,8 +33,11 @@ class PairedComparison:
 
 
 def read_eval_rows(path: Path) -> list[dict]:
-    """The rows of an ``eval`` JSONL (one object per prompt with ``instruction`` and ``judgement``)."""
+    """The rows of an ``eval`` JSONL (one object per prompt with ``instruction`` and ``judgement``), or of the eval
+    folder of a run directory (its ``rows.jsonl``)."""
     path = Path(path)
+    if path.is_dir():
+        path = path / "rows.jsonl"
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     rows = []

@@ -1,27 +1,30 @@
-"""Evaluate refusal on a prompt set: greedy generations, three-way judgement, refusal scores, 95% CIs."""
+"""Evaluate refusal on a prompt set: greedy generations, three-way judgement, refusal scores, 95% CIs.
+
+:func:`evaluate` is the pure function; :func:`run_eval_stage` keeps its typed result in the run directory
+(``eval/<model>__<dataset>[__intervention]/``: ``result.json`` + ``rows.jsonl``, one row per prompt).
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from refusal_sae.data import load_dataset
 from refusal_sae.data.records import PromptSet
+from refusal_sae.interventions.base import set_hooks
 from refusal_sae.models.handle import ModelHandle
+from refusal_sae.runs import RunDir, StageResult, config_hash, slug
+from refusal_sae.scoring.config import EvalConfig
 from refusal_sae.scoring.generation import generate
-from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge
-from refusal_sae.scoring.refusal_score import refusal_scores
+from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge, get_judge
+from refusal_sae.scoring.refusal_score import discover_refusal_tokens, refusal_scores
 from refusal_sae.scoring.stats import wilson_interval
 
 
 @dataclass
-class EvalConfig:
-    max_new_tokens: int = 64
-    batch_size: int = 32
+class EvalResult(StageResult):
+    kind = "eval"
+    jsonl_fields = ("rows",)
 
-
-@dataclass
-class EvalResult:
     model: str
     dataset: str
     n: int
@@ -48,17 +51,11 @@ class EvalResult:
             s[f"{label}_ci"] = list(self.interval(label))
         return s
 
-    def write_jsonl(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".part")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in self.rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        tmp.replace(path)
-
 
 def evaluate(handle: ModelHandle, prompts: PromptSet, judge: Judge, refusal_tokens: list[int],
              cfg: EvalConfig | None = None, progress: bool = True) -> EvalResult:
+    """Greedy completions of ``prompts`` (hooks attached to the handle apply, generated tokens included), judged,
+    with each prompt's refusal score."""
     cfg = cfg or EvalConfig()
     instructions = prompts.instructions
     completions = generate(handle, instructions, cfg.max_new_tokens, cfg.batch_size, progress=progress,
@@ -75,3 +72,31 @@ def evaluate(handle: ModelHandle, prompts: PromptSet, judge: Judge, refusal_toke
                       float(scores.mean()), rows)
 
 
+def eval_stage_name(handle: ModelHandle, prompts: PromptSet, cfg: EvalConfig) -> str:
+    return f"eval/{slug(handle.name)}__{slug(prompts.name)}{cfg.tag}"
+
+
+def run_eval_stage(handle: ModelHandle, run: RunDir, cfg: EvalConfig, data_dir=None, direction=None,
+                   judge: Judge | None = None, force: bool = False, progress: bool = True) -> EvalResult:
+    """Evaluate ``handle`` as ``cfg`` says into ``run`` (skipped when complete for the same config, weights, prompts,
+    judge and direction). ``direction``: the run's :class:`~refusal_sae.direction.result.DirectionResult`, needed
+    by the ``ablate`` / ``actadd`` interventions."""
+    cfg.validate(handle.n_layers)
+    if cfg.intervention != "none" and direction is None:
+        raise ValueError(f"the {cfg.intervention} intervention needs the run's refusal direction")
+    judge = judge or get_judge(cfg.judge)
+    prompts = load_dataset(cfg.dataset, data_dir, n=cfg.n, seed=cfg.seed)
+    identity = cfg.to_dict() | {
+        "model": handle.name, "model_revision": handle.revision, "judge_impl": type(judge).__name__,
+        "prompts_hash": config_hash({"prompts": prompts.instructions}),
+        "direction_hash": None if direction is None else config_hash({"d": direction.direction.tolist()})}
+
+    def compute() -> EvalResult:
+        tokens = discover_refusal_tokens(handle, load_dataset("harmful_train", data_dir).sample(32, cfg.seed).instructions)
+        hooks = [] if direction is None else set_hooks(handle, direction.interventions(
+            cfg.intervention, cfg.coeff, cfg.ablate_layers))
+        with handle.hooks(hooks):
+            return evaluate(handle, prompts, judge, tokens, cfg, progress)
+
+    run.record_model(handle)
+    return run.run(EvalResult, identity, compute, name=eval_stage_name(handle, prompts, cfg), force=force)

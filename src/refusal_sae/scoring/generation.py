@@ -11,14 +11,8 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from refusal_sae.models.formatting import FormattedPrompt
+from refusal_sae.models.formatting import FormattedPrompt, length_sorted_batches
 from refusal_sae.models.handle import ModelHandle
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Index batches of similar length (less padding), longest first so memory peaks early."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()

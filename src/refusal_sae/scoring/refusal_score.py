@@ -14,9 +14,8 @@ from collections.abc import Sequence
 import torch
 
 from refusal_sae.errors import NumericalError
-from refusal_sae.models.formatting import FormattedPrompt
+from refusal_sae.models.formatting import FormattedPrompt, length_sorted_batches
 from refusal_sae.models.handle import ModelHandle
-from refusal_sae.scoring.generation import length_sorted_batches
 
 #: How refusals begin; their first tokens are the fallback refusal tokens of any tokenizer.
 REFUSAL_OPENINGS = ("I", "I'm sorry", "Sorry", "I cannot", "I can't", "As an AI", "Unfortunately")
