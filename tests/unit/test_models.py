@@ -90,5 +90,6 @@ def test_model_spec_names_run_directories():
     from refusal_sae.models.options import ModelSpec
 
     assert ModelSpec().default_run_dir() == Path("runs/smollm2-135m-refusing")
-    assert ModelSpec(adapter="runs/tune/abc/adapter").default_run_dir() == Path("runs/smollm2-135m-refusing_runs_tune_abc_adapter")
+    tuned = ModelSpec(adapter="runs/tune/abc/adapter")
+    assert tuned.default_run_dir() == Path("runs/smollm2-135m-refusing_runs_tune_abc_adapter")
     assert ModelSpec("google/gemma-2-2b-it").default_run_dir() == Path("runs/google_gemma-2-2b-it")

@@ -24,7 +24,7 @@ def eval_cmd(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = E.seed,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens generated per prompt.")] = E.max_new_tokens,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = E.batch_size,
-    judge: Annotated[str, typer.Option(help="Judge of the generations: default | substring | classifier:<model id or dir> (see refusal_sae.scoring.judge).")] = E.judge,
+    judge: Annotated[str, typer.Option(help="Judge of the generations: default | heuristic | substring | harmbench[:MODEL] | harmbench-mistral[:MODEL] | llamaguard[:MODEL] | classifier:MODEL.")] = E.judge,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the per-prompt JSONL (prompt, completion, judgement, refusal score) here; it is always kept in the run directory.")] = None,
     data_dir: DataDirOpt = None,
     intervention: Annotated[str, typer.Option(help="none | ablate (the run's refusal direction, every layer) | actadd (add it at its layer).")] = E.intervention,
@@ -42,11 +42,11 @@ def eval_cmd(
     from refusal_sae.direction.result import DirectionResult
     from refusal_sae.runs import write_jsonl_atomic
     from refusal_sae.scoring.evaluate import eval_stage_name, run_eval_stage
-    from refusal_sae.scoring.judge import get_judge
+    from refusal_sae.scoring.judge import get_judge, loads_a_model
 
     cfg = EvalConfig(dataset, n, seed, max_new_tokens, batch_size, judge, intervention, coeff, int_list(ablate_layers))
     cfg.validate()  # cheap checks first, before data and the slow model load
-    judge_obj = get_judge(judge)
+    judge_obj = get_judge(judge, **({"local_files_only": True} if spec.offline and loads_a_model(judge) else {}))
     run = run_dir_for(spec, run_dir)
     direction = None if intervention == "none" else DirectionResult.from_run(run.root)
     prompts = load_dataset(dataset, data_dir, n=n, seed=seed)  # a missing or malformed dataset fails here

@@ -30,6 +30,7 @@ from refusal_sae.interventions.shared_prefix import shared_prefix_attention
 from refusal_sae.models.formatting import FormattedPrompt, PromptBatch, length_sorted_batches
 from refusal_sae.models.handle import ModelHandle, position_ids_for
 from refusal_sae.models.hooks import HookFn, StopForward, hook_name, parse_hook_point
+from refusal_sae.scoring.generation import generate
 from refusal_sae.scoring.refusal_score import refusal_score_from_logits
 
 
@@ -95,10 +96,10 @@ def _first_layer(handle: ModelHandle, hooked: Sequence[SetHooks]) -> int:
                default=handle.n_layers)
 
 
-def _stacked_hooks(hooked: Sequence[SetHooks], skip: str) -> list[tuple[str, HookFn]]:
-    """One hook per point (except ``skip``, applied at the entry) applying each set's functions to its own rows
-    (prompt-major layout)."""
-    n = len(hooked)
+def _routed_hooks(hooked: Sequence[SetHooks], rows: Callable[[int], slice], skip: str | None = None
+                  ) -> list[tuple[str, HookFn]]:
+    """One hook per point (except ``skip``, applied at the entry) applying each set's functions to the batch rows
+    ``rows(s)`` of set ``s``: strided for stacked sets (prompt-major layout), one row each for per-prompt sets."""
     per_point: dict[str, list[tuple[int, HookFn]]] = {}
     for s, set_hooks in enumerate(hooked):
         for _, name, fn in set_hooks:
@@ -109,14 +110,19 @@ def _stacked_hooks(hooked: Sequence[SetHooks], skip: str) -> list[tuple[str, Hoo
         def fn(act: torch.Tensor) -> torch.Tensor:
             out = act.clone()
             for s, f in entries:
-                new = f(out[s::n])
+                new = f(out[rows(s)])
                 if new is not None:
-                    out[s::n] = new
+                    out[rows(s)] = new
             return out
 
         return fn
 
     return [(name, make(entries)) for name, entries in per_point.items()]
+
+
+def _stacked_hooks(hooked: Sequence[SetHooks], skip: str) -> list[tuple[str, HookFn]]:
+    n = len(hooked)
+    return _routed_hooks(hooked, lambda s: slice(s, None, n), skip)
 
 
 def _entry_point(handle: ModelHandle, hooked: Sequence[SetHooks], start: int) -> tuple[str, int]:
@@ -201,6 +207,32 @@ class InterventionEngine:
     def score(self, prompts, sets: Sequence[InterventionSet], refusal_tokens: Sequence[int]) -> torch.Tensor:
         """Refusal scores ``[n_sets, n_prompts]``."""
         return self.last_logits(prompts, sets, reduce=lambda lg: refusal_score_from_logits(lg, refusal_tokens))
+
+    # --- generation ----------------------------------------------------------------------------
+    def generate(self, prompts, sets: Sequence[InterventionSet], max_new_tokens: int = 64, batch_size: int = 32,
+                 progress: bool = False, desc: str = "generating") -> list[list[str]]:
+        """``[n_sets][n_prompts]`` greedy completions, each set's hooks active on the generated tokens too."""
+        h = self.handle
+        hooked = _set_hooks(h, sets)
+        out = []
+        for s, set_hooks in enumerate(hooked):
+            with h.hooks([(name, fn) for _, name, fn in set_hooks]):
+                out.append(generate(h, prompts, max_new_tokens, batch_size, progress, f"{desc} ({s + 1}/{len(sets)})"))
+        return out
+
+    def generate_per_prompt(self, prompts, sets: Sequence[InterventionSet], max_new_tokens: int = 64,
+                            batch_size: int = 32, progress: bool = False, desc: str = "generating") -> list[str]:
+        """Greedy completions where prompt ``i`` runs under its own set ``sets[i]`` (e.g. per-prompt feature sets),
+        still batched: each batch row is routed to its prompt's hooks."""
+        h = self.handle
+        if len(sets) != len(prompts):
+            raise ValueError(f"{len(sets)} intervention sets for {len(prompts)} prompts")
+        hooked = _set_hooks(h, sets)
+
+        def batch_hooks(idx: list[int]) -> list[tuple[str, HookFn]]:
+            return _routed_hooks([hooked[i] for i in idx], lambda b: slice(b, b + 1))
+
+        return generate(h, prompts, max_new_tokens, batch_size, progress, desc, batch_hooks=batch_hooks)
 
     def _run_batch(self, batch: PromptBatch, hooked: Sequence[SetHooks], start: int, k: int | None) -> torch.Tensor:
         h = self.handle

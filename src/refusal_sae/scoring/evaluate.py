@@ -60,11 +60,14 @@ def evaluate(handle: ModelHandle, prompts: PromptSet, judge: Judge, refusal_toke
     instructions = prompts.instructions
     completions = generate(handle, instructions, cfg.max_new_tokens, cfg.batch_size, progress=progress,
                            desc=f"{prompts.name}")
-    judgements = judge.judge(instructions, completions)
+    judgements = judge.judge_records(
+        instructions, completions, contexts=[r.extra.get("context") for r in prompts.records],
+        harmful=[{"harmful": True, "harmless": False}.get(r.label) for r in prompts.records])
     scores = refusal_scores(handle, instructions, refusal_tokens, cfg.batch_size)
     rows = [
         {"instruction": r.instruction, "category": r.category, "label": r.label, "completion": c,
-         "judgement": j.label, "reason": j.reason, "relevance": j.relevance, "refusal_score": float(s)}
+         "judgement": j.label, "reason": j.reason, "relevance": j.relevance, "judge_score": j.score,
+         "refusal_score": float(s)}
         for r, c, j, s in zip(prompts.records, completions, judgements, scores.tolist(), strict=True)
     ]
     counts = {k: sum(j.label == k for j in judgements) for k in (REFUSED, COMPLIED, DEGENERATE)}
@@ -73,7 +76,9 @@ def evaluate(handle: ModelHandle, prompts: PromptSet, judge: Judge, refusal_toke
 
 
 def eval_stage_name(handle: ModelHandle, prompts: PromptSet, cfg: EvalConfig) -> str:
-    return f"eval/{slug(handle.name)}__{slug(prompts.name)}{cfg.tag}"
+    """``eval/<model>__<dataset>[__intervention]``; the model by its last path component (a hub id's name, a local
+    directory's folder name)."""
+    return f"eval/{slug(handle.name.rstrip('/').split('/')[-1])}__{slug(prompts.name)}{cfg.tag}"
 
 
 def run_eval_stage(handle: ModelHandle, run: RunDir, cfg: EvalConfig, data_dir=None, direction=None,

@@ -26,6 +26,7 @@ from refusal_sae.scoring.judge.base import (
     get_judge,
     judge_names,
     judge_specs,
+    loads_a_model,
     register_judge,
 )
 from refusal_sae.scoring.judge.classifiers import (
@@ -60,6 +61,6 @@ __all__ = [
     "COMPLIED", "DEGENERATE", "HARMBENCH_LLAMA", "HARMBENCH_MISTRAL", "HARMBENCH_PROMPT", "JUDGEMENTS",
     "LLAMA_GUARD_3_8B", "REFUSAL_PHRASES", "REFUSED", "ClassifierJudge", "HFClassifierJudge", "HarmBenchJudge",
     "HarmBenchMistralJudge", "HeuristicJudge", "Judge", "Judgement", "LlamaGuardJudge", "RelevanceModel",
-    "SubstringJudge", "default_relevance_model", "get_judge", "is_refusal", "judge_names", "judge_specs",
+    "SubstringJudge", "default_relevance_model", "get_judge", "is_refusal", "judge_names", "judge_specs", "loads_a_model",
     "parse_llamaguard", "register_judge", "repetition_ratio",
 ]

@@ -80,6 +80,12 @@ def judge_specs() -> tuple[str, ...]:
     return tuple(_JUDGES[n].hint(n) for n in judge_names())
 
 
+def loads_a_model(spec: str) -> bool:
+    """Whether the judge ``spec`` names loads a model of its own (and so takes ``device`` / ``local_files_only``)."""
+    entry = _JUDGES.get(spec.strip().partition(":")[0])
+    return entry is not None and entry.arg != "none"
+
+
 def get_judge(spec: str = "default", **options) -> Judge:
     """The judge for ``spec`` (``NAME`` or ``NAME:MODEL``), built with ``options`` (e.g. ``device``,
     ``batch_size``). Cheap: classifier judges load their model on first use. An unknown name or a
