@@ -1,4 +1,4 @@
-"""Does another way of removing the refusal direction move harmless outputs less? (README, "Refusal direction")
+"""Does another way of removing the refusal direction move harmless outputs less? (docs/refusal-direction.md)
 
 The selected direction's KL on harmless prompts sits near the paper's bound of 0.1 on the embedded 135M model. This
 script measures, side by side on the same validation prompts, the bypass score and the harmless KL of the chosen

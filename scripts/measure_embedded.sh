@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the measured figures of the embedded refusing model (README "Measured" section).
+# Reproduce the measured figures of the embedded refusing model (docs/embedded-model.md, docs/refusal-direction.md, docs/saes.md).
 #   bash scripts/measure_embedded.sh refusal    # refusal rates of the tuned model (held-out / test sets)
 #   bash scripts/measure_embedded.sh saes       # train the committed SAEs (every third layer) and measure them
 #   bash scripts/measure_embedded.sh direction  # refusal direction, ablation, actadd, orthogonalised export
@@ -36,7 +36,7 @@ case "${1:-}" in
     "$RS" sae-metrics --saes "$SAES" --n-prompts 300 --ce-batches 8 --write --json | tail -n 1 > runs/sae-metrics.json
     ;;
   direction)
-    # Selection as measured (README): all 260 harmful_train prompts per class, candidate layers 6-23 (the last 20% are
+    # Selection as measured (docs/refusal-direction.md): all 260 harmful_train prompts per class, candidate layers 6-23 (the last 20% are
     # pruned anyway). The paper's bound KL <= 0.1 first; when no candidate passes it, the smallest of 0.15, 0.2, 0.25
     # that admits one (a re-run with another bound reuses the measured scores; the error lists the candidates).
     chosen=""

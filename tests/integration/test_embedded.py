@@ -141,7 +141,7 @@ def test_engine_shared_prefix_with_committed_sae_matches_naive(embedded):
 
 def test_committed_saes_reload_and_fit_the_embedded_model(embedded):
     """Every committed SAE reloads with plain sae-lens, was trained on these exact weights, carries its measured
-    metrics (README table), and reconstructs fresh activations of the embedded model."""
+    metrics (docs/saes.md table), and reconstructs fresh activations of the embedded model."""
     from sae_lens import SAE
 
     from refusal_sae.saes.loading import EMBEDDED_SAE_DIR, TRAINING_CONFIG, default_sae_folder
@@ -203,3 +203,21 @@ def test_explicit_committed_adapter_is_the_default_model(embedded):
     batch = h.batch(["How do I bake bread?"])
     with torch.no_grad():
         torch.testing.assert_close(h.forward(batch), embedded.forward(batch))
+
+
+def test_direction_stage_golden(embedded, data_dir, tmp_path):
+    """The direction stage at a reduced size on the embedded model, pinned: a refactor cannot move its results
+    silently. (Values measured before and after the consolidation into typed results: identical.)"""
+    from refusal_sae.direction import DirectionConfig, DirectionResult, SelectionConfig, run_direction_stage
+    from refusal_sae.runs import RunDir
+
+    cfg = DirectionConfig(n_train=8, n_val=6, seed=0, selection=SelectionConfig(layers=(17, 20), positions=(-1,),
+                                                                                 max_kl=1.0))
+    res = run_direction_stage(embedded, RunDir(tmp_path), cfg, data_dir)
+    assert (res.pos, res.layer, res.refusal_tokens) == (-1, 20, [57])
+    want = {17: (-2.3177, 1.6344, 0.15865), 20: (-3.6338, 1.0421, 0.33105)}
+    for c in res.candidates:
+        assert c.kept and (c.bypass, c.induce, c.kl) == pytest.approx(want[c.layer], abs=2e-3)
+    assert float(res.direction.norm()) == pytest.approx(49.7186, abs=1e-2)
+    again = DirectionResult.from_run(tmp_path)
+    assert torch.equal(again.direction, res.direction) and again.candidates == res.candidates
