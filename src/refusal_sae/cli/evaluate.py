@@ -41,7 +41,7 @@ def eval_cmd(
     from refusal_sae.data import load_dataset
     from refusal_sae.direction.result import DirectionResult
     from refusal_sae.runs import write_jsonl_atomic
-    from refusal_sae.scoring.evaluate import eval_stage_name, run_eval_stage
+    from refusal_sae.scoring.evaluation import eval_stage_name, run_eval_stage
     from refusal_sae.scoring.judge import get_judge, loads_a_model
 
     cfg = EvalConfig(dataset, n, seed, max_new_tokens, batch_size, judge, intervention, coeff, int_list(ablate_layers))

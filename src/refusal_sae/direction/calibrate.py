@@ -13,7 +13,7 @@ from refusal_sae.direction.result import DirectionResult
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.runs import RunDir, StageResult
 from refusal_sae.scoring.config import EvalConfig
-from refusal_sae.scoring.evaluate import run_eval_stage
+from refusal_sae.scoring.evaluation import run_eval_stage
 from refusal_sae.scoring.judge import REFUSED, get_judge
 
 

@@ -43,7 +43,8 @@ def evaluate_adapter(adapter_dir: Path, sets: dict, judge: Judge, device: str, m
                      batch_size: int = 64) -> dict:
     """Refusal rate of the embedded base merged with ``adapter_dir`` on each prompt set."""
     from refusal_sae.models.loading import load_model
-    from refusal_sae.scoring.evaluate import EvalConfig, evaluate
+    from refusal_sae.scoring.config import EvalConfig
+    from refusal_sae.scoring.evaluation import evaluate
     from refusal_sae.scoring.refusal_score import opening_tokens
 
     handle = load_model(adapter=adapter_dir, device=device, dtype="float32")

@@ -6,7 +6,7 @@ Exports load lazily: ``from refusal_sae.scoring.config import EvalConfig`` stays
 from refusal_sae._lazy import lazy_exports
 
 _EXPORTS = {
-    "EvalConfig": "config", "EvalResult": "evaluate", "evaluate": "evaluate", "run_eval_stage": "evaluate",
+    "EvalConfig": "config", "EvalResult": "evaluation", "evaluate": "evaluation", "run_eval_stage": "evaluation",
     "COMPLIED": "judge", "DEGENERATE": "judge", "REFUSAL_PHRASES": "judge", "REFUSED": "judge", "Judge": "judge",
     "Judgement": "judge", "get_judge": "judge",
     "discover_refusal_tokens": "refusal_score", "refusal_score_from_logits": "refusal_score",
