@@ -207,14 +207,12 @@ def test_search_config_validation():
 # --- the stage, end to end ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from refusal_sae.saes.train import save_sae
-
     root = tmp_path_factory.mktemp("search")
     h = build_tiny("llama")
     h.model.save_pretrained(root / "model", safe_serialization=True)
     h.tokenizer.save_pretrained(root / "model")
     for L, sae in tiny_saes().items():
-        save_sae(sae, root / "saes" / f"blocks.{L}.hook_resid_post", "float32")
+        sae.save_model(root / "saes" / f"blocks.{L}.hook_resid_post")
     return root
 
 
@@ -285,9 +283,10 @@ def test_search_cli_end_to_end_and_resume(tiny_run, data_dir, tmp_path, monkeypa
 
 
 def test_search_bad_input_fails_before_work(tiny_run, data_dir, tmp_path):
-    base = ["search", "--model", str(tiny_run / "model"), "--saes", str(tiny_run / "saes"), "--data-dir", str(data_dir)]
+    base = ["search", "--model", str(tiny_run / "model"), "--saes", str(tiny_run / "saes"), "--data-dir", str(data_dir),
+            "--k-per-layer", "4", "--top-k", "2,4"]
     for args, needle in [([], "no refusal direction"),
-                         (["--top-k", "99"], "larger than the candidate pool"),
+                         (["--top-k", "9"], "larger than the candidate pool"),
                          (["--clamp", "0,x"], "cannot parse"),
                          (["--layers", "3"], "no SAE at layers [3]")]:
         run = tmp_path / f"run{len(args)}"
