@@ -8,8 +8,8 @@ counts, the direction's and SAE features' identity, timings). Instructions are s
 index, sha256 prefix), never as text; jailbreak prompts as (family, seed), rebuilt with
 :func:`refusal_sae.data.jailbreaks.wrap`.
 
-    PYTHONPATH=src /work/main/.venv/bin/python scripts/make_judge_answers.py \\
-        --direction /work/main/runs/smollm2-135m-refusing/direction
+    .venv/bin/python scripts/make_judge_answers.py \\
+        --direction runs/smollm2-135m-refusing/direction
 
 Conditions (name: model, intervention, prompts, count):
 
@@ -220,7 +220,7 @@ def file_sha256(path: Path) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--direction", type=Path, default=Path("/work/main/runs/smollm2-135m-refusing/direction"),
+    ap.add_argument("--direction", type=Path, default=Path("runs/smollm2-135m-refusing/direction"),
                     help="direction stage folder (direction.safetensors + result.json), read only")
     ap.add_argument("--out-dir", type=Path, default=OUT_DIR)
     ap.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "judge-answers-cache",
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from refusal_sae.direction.stage import DirectionResult
+    from refusal_sae.direction.result import DirectionResult
     from refusal_sae.interventions import ActAdd, DirectionAblation, FeatureClamp
     from refusal_sae.models import load_model
     from refusal_sae.saes.loading import EMBEDDED_SAE_DIR, SaeSet

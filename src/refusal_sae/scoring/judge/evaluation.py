@@ -14,6 +14,7 @@ class Agreement:
     n: int
     accuracy: float
     kappa: float
+    kappa_ci: tuple[float, float]  # 95% percentile bootstrap over answers
     precision: dict[str, float]
     recall: dict[str, float]
     confusion: dict[str, dict[str, int]]  # true label → predicted label → count
@@ -35,14 +36,32 @@ class JudgeEval:
         return c, rows[c]
 
 
-def agreement(true: Sequence[str], pred: Sequence[str]) -> Agreement:
-    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
+def kappa(true: Sequence[str], pred: Sequence[str]) -> float:
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(set(true) | set(pred)) < 2:  # one label everywhere: perfect agreement, κ undefined (0/0)
+        return 1.0
+    return float(cohen_kappa_score(true, pred, labels=list(JUDGEMENTS)))
+
+
+def kappa_interval(true: Sequence[str], pred: Sequence[str], draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of Cohen's κ, resampling answers."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t, p = np.asarray(true), np.asarray(pred)
+    ks = [kappa(t[i], p[i]) for i in (rng.integers(0, len(t), len(t)) for _ in range(draws))]
+    lo, hi = np.percentile(ks, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def agreement(true: Sequence[str], pred: Sequence[str], draws: int = 1000) -> Agreement:
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     labels = list(JUDGEMENTS)
     p, r, _, _ = precision_recall_fscore_support(true, pred, labels=labels, zero_division=0.0)
     cm = confusion_matrix(true, pred, labels=labels)
-    kappa = cohen_kappa_score(true, pred, labels=labels) if len(set(true) | set(pred)) > 1 else 1.0
-    return Agreement(len(true), float(accuracy_score(true, pred)), float(kappa),
+    return Agreement(len(true), float(accuracy_score(true, pred)), kappa(true, pred), kappa_interval(true, pred, draws),
                      {lab: float(x) for lab, x in zip(labels, p, strict=True)},
                      {lab: float(x) for lab, x in zip(labels, r, strict=True)},
                      {t: {q: int(cm[i, j]) for j, q in enumerate(labels)} for i, t in enumerate(labels)})
@@ -51,9 +70,14 @@ def agreement(true: Sequence[str], pred: Sequence[str]) -> Agreement:
 def evaluate_judge(judge: Judge, name: str, answers: Sequence, split: str) -> JudgeEval:
     """``answers``: labelled answers (``instruction`` or ``prompt``, ``answer``, ``label``, ``condition``)."""
     pred = [j.label for j in judge.judge([a.prompt for a in answers], [a.answer for a in answers])]
+    return scores(name, split, answers, pred)
+
+
+def scores(name: str, split: str, answers: Sequence, pred: Sequence[str]) -> JudgeEval:
+    """Agreement of the labels ``pred`` with the hand labels of ``answers``, overall and per condition."""
     true = [a.label for a in answers]
     per = {}
     for cond in sorted({a.condition for a in answers}):
         idx = [i for i, a in enumerate(answers) if a.condition == cond]
-        per[cond] = agreement([true[i] for i in idx], [pred[i] for i in idx])
-    return JudgeEval(name, split, agreement(true, pred), per, pred)
+        per[cond] = agreement([true[i] for i in idx], [pred[i] for i in idx], draws=200)
+    return JudgeEval(name, split, agreement(true, pred), per, list(pred))

@@ -35,10 +35,17 @@ STOPWORDS = frozenset(
     "them then than also more most some any all each one two use using make here".split())
 _REFUSALS = tuple(p.lower() for p in REFUSAL_PHRASES)
 
+REFRAMING_CUES = (
+    "celebrat", "inclusiv", "diversity", "empath", "well-being", "wellbeing", "kindness", "respect", "compassion",
+    "healthy", "positive", "support", "understanding", "awareness", "community", "educat",
+)
+FOREIGN_STOPWORDS = frozenset("de la el los las que y en un una es por para con del le les et est des une und der die "
+                              "das ist nicht ein eine zu mit".split())
 TEXT_FEATURES = (
     "refusal_phrase", "refusal_in_opening", "refusal_count", "deflection_count", "deflection_in_opening",
     "log_words", "empty", "repeat_3gram", "repeat_1gram", "distinct_words", "compress_ratio", "longest_word_run",
     "non_letter_share", "english_share", "non_latin_share", "starts_with_sure", "question_marks",
+    "late_repeat_3gram", "duplicate_lines", "instruction_overlap", "novel_words", "reframing_count", "foreign_share",
 )
 MODEL_FEATURES = ("relevance", "nll_mean", "nll_std", "nll_high_share")
 FEATURE_NAMES = TEXT_FEATURES + MODEL_FEATURES
@@ -48,7 +55,11 @@ def _norm(text: str) -> str:
     return text.replace("\u2019", "'").replace("\u2018", "'").lower()
 
 
-def text_features(answer: str) -> list[float]:
+def _content(words: Sequence[str]) -> set[str]:
+    return {w for w in words if w not in STOPWORDS and len(w) > 2}
+
+
+def text_features(answer: str, instruction: str = "") -> list[float]:
     """The features that need no model."""
     low = _norm(answer)
     opening = low[:80]
@@ -79,6 +90,12 @@ def text_features(answer: str) -> list[float]:
         (letters - latin) / letters if letters else 0.0,
         float(low.lstrip().startswith(("sure", "certainly", "here is", "here's", "of course"))),
         float(answer.count("?")) / max(n, 1),
+        repetition_ratio(" ".join(words[n // 2 :]), 3),  # loops often start after an on-task opening
+        1 - len(set(lines)) / len(lines) if (lines := [x.strip() for x in answer.splitlines() if x.strip()]) else 0.0,
+        len(_content(words) & (asked := _content([w.lower() for w in _WORD.findall(instruction)]))) / max(len(asked), 1),
+        len(_content(words) - asked) / n if n else 0.0,  # new content beyond the instruction's own words
+        float(sum(low.count(p) for p in REFRAMING_CUES)),
+        sum(w in FOREIGN_STOPWORDS for w in words) / n if n else 0.0,
     ]
 
 

@@ -82,8 +82,8 @@ class FeatureExtractor:
 
         rel = default_relevance_model().cosine(instructions, [a or " " for a in answers])
         nll = answer_token_nll(self.handle, instructions, answers, self.batch_size)
-        return [text_features(a) + [r if a.strip() else 0.0, *nll_stats(t)]
-                for a, r, t in zip(answers, rel, nll, strict=True)]
+        return [text_features(a, i) + [r if a.strip() else 0.0, *nll_stats(t)]
+                for i, a, r, t in zip(instructions, answers, rel, nll, strict=True)]
 
 
 class LearnedJudge(Judge):
