@@ -257,7 +257,6 @@ def test_search_cli_end_to_end_and_resume(tiny_run, data_dir, tmp_path, monkeypa
     assert res["choice"]["k"] in (2, 4) and res["choice"]["c"] in (0.0, -1.0)
     assert len(res["choice"]["rows"]) == 4 and set(res["prefilter_attribution_share"]) == {"selected", "per_layer"}
     from refusal_sae.runs import RunDir
-
     from refusal_sae.search.result import CandidatesResult, FeatureCards, GreedyResult
 
     rd = RunDir(run)

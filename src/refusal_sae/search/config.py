@@ -26,7 +26,7 @@ class SearchConfig:
     k_per_layer: int = 10  # decoder-cosine prefilter: candidates per layer
     direction_source: str = "selected"  # selected: the run's direction at every layer | per_layer: each layer's own
     ig_steps: int = 10  # LA-IG interpolation steps
-    n_attribution: int = 64  # harmful_train prompts attributed for the global set and the baselines
+    n_attribution: int = 32  # harmful_train prompts attributed for the global set and the baselines
     n_harmless: int = 64  # harmless_train prompts for the ActDiff baseline
     n_val: int = 39  # harmful_val prompts for choosing K* and c (all 39 by default)
     top_k: tuple[int, ...] = (10, 20, 30, 40, 50)  # the K* grid
