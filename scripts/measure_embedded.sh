@@ -4,6 +4,7 @@
 #   bash scripts/measure_embedded.sh saes       # train the committed SAEs (every third layer) and measure them
 #   bash scripts/measure_embedded.sh direction  # refusal direction, ablation, actadd, orthogonalised export
 #   bash scripts/measure_embedded.sh controls   # the untuned base model, as is and with that direction ablated
+#   bash scripts/measure_embedded.sh rejudge    # every eval of the run re-labelled by the heuristic judge, side by side
 # Each `eval` prints its summary as the last JSON line; they are collected in $LOG (default runs/measured.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,5 +72,16 @@ case "${1:-}" in
     "$RS" compare $(pair base "" base __ablate-committed-r) --json | tail -n 1 > runs/compare-base-vs-base-ablated.json
     "$RS" compare $(pair base __ablate-committed-r smollm2-135m-refusing __ablate) --json | tail -n 1 > runs/compare-control-vs-tuned-ablated.json
     ;;
-  *) echo "usage: $0 refusal|saes|direction|controls" >&2; exit 2 ;;
+  rejudge)
+    # The same completions counted by the learned default judge (as generated) and by the heuristic judge (the default
+    # before it, which counts topic salad as compliance): docs/judge.md. No generation.
+    R=${RUN_DIR:-runs/smollm2-135m-refusing}
+    "$RS" rejudge "$R"/eval/*/ --judge heuristic --out-dir runs/rejudged --json | tail -n 1 > runs/rejudged.json
+    for f in "$R"/eval/*/; do
+      name=$(basename "$f")
+      "$RS" compare "runs/rejudged/${name}__heuristic.jsonl" "$f" --label complied --json | tail -n 1 \
+        | python3 -c "import json,sys; d=json.load(sys.stdin); d['eval']='$name'; print(json.dumps(d))" >> runs/rejudged-compare.jsonl
+    done
+    ;;
+  *) echo "usage: $0 refusal|saes|direction|controls|rejudge" >&2; exit 2 ;;
 esac

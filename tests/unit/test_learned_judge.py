@@ -117,6 +117,12 @@ def test_judge_eval_and_rejudge_commands(tmp_path, data_dir):
     assert r.exit_code == 0, r.output
     new = [json.loads(x) for x in (tmp_path / "re" / "e__substring.jsonl").read_text().splitlines()]
     assert [(x["judgement"], x["previous_judgement"]) for x in new] == [("refused", "complied"), ("complied", "refused")]
+    folder = tmp_path / "run" / "eval" / "m__jailbreakbench"  # an eval folder of a run directory keeps its name
+    folder.mkdir(parents=True)
+    (folder / "rows.jsonl").write_text((tmp_path / "e.jsonl").read_text())
+    r = CliRunner().invoke(app, ["rejudge", str(folder) + "/", "--judge", "substring", "--out-dir", str(tmp_path / "re")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "re" / "m__jailbreakbench__substring.jsonl").exists()
 
 
 def test_unknown_judge_fails_before_labels_load(tmp_path):

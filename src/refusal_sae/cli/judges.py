@@ -92,7 +92,7 @@ def rejudge_cmd(
     summary = []
     for f, rows in rows_by_file.items():
         new = rejudge_rows(rows, judge_obj)
-        name = (f.parent.name if f.is_dir() or f.name == "rows.jsonl" else f.stem)
+        name = f.name if f.is_dir() else (f.parent.name if f.name == "rows.jsonl" else f.stem)  # eval folder name
         dest = out_dir / f"{name}__{slug(judge)}.jsonl"
         from refusal_sae.runs import write_jsonl_atomic
 
