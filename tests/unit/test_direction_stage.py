@@ -98,6 +98,18 @@ def test_eval_is_a_resumable_stage_of_the_run(tiny_dir, tmp_path, data_dir):
     assert cli(*args, "--force").returncode == 0 and (stage / "result.json").stat().st_mtime_ns != stamp
     c = cli("compare", str(stage), str(stage), "--json")  # eval folders work as compare inputs
     assert c.returncode == 0 and json.loads(c.stdout.strip().splitlines()[-1])["only_a"] == 0
+    assert json.loads((run / "manifest.json").read_text())["model"]["name"].endswith(tiny_dir.name)
+
+
+def test_a_control_model_evaluated_in_a_run_keeps_the_runs_model(tiny_dir, tmp_path, data_dir):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"schema": 1, "stages": {}, "model": {"name": "the-tuned-model"}}))
+    r = cli("eval", "--model", str(tiny_dir), "--run-dir", str(run), "--dataset", "harmful_val", "--n", "2",
+            "--max-new-tokens", "2", "--judge", "substring", "--data-dir", str(data_dir))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run / "eval" / f"{tiny_dir.name}__harmful_val" / "result.json").exists()
+    assert json.loads((run / "manifest.json").read_text())["model"]["name"] == "the-tuned-model"
 
 
 def test_calibrate_actadd_picks_the_smallest_coefficient_reaching_the_target(tiny_dir, tmp_path, data_dir):

@@ -103,5 +103,6 @@ def run_eval_stage(handle: ModelHandle, run: RunDir, cfg: EvalConfig, data_dir=N
         with handle.hooks(hooks):
             return evaluate(handle, prompts, judge, tokens, cfg, progress)
 
-    run.record_model(handle)
+    if (run.manifest().get("model") or {}).get("name") in (None, handle.name):
+        run.record_model(handle)  # another model's eval (a control, e.g. the untuned base) keeps the run's own model
     return run.run(EvalResult, identity, compute, name=eval_stage_name(handle, prompts, cfg), force=force)
