@@ -190,6 +190,11 @@ def test_choice_rule_prefers_compliance_within_the_random_control():
     _, fallback, met2 = choose_k_and_clamp(ScriptedEngine(), ScriptedJudge(), saes, prompts, ranking, alive, (8,),
                                            (-3.0,), 2, 0.05, 0.10, 0)
     assert not met2 and fallback.k == 8  # nothing eligible: the best margin, marked as not met
+    # every row over the degenerate bound: the most compliant row is still reported with its own random controls
+    rows3, fallback3, met3 = choose_k_and_clamp(ScriptedEngine(), ScriptedJudge(), saes, prompts, ranking, alive,
+                                                (4, 8), (-3.0,), 2, 0.05, 0.0, 0)
+    assert not met3 and (fallback3.k, fallback3.c) == (8, -3.0) and fallback3.random_flip == pytest.approx(0.3)
+    assert all(r.eligible is False for r in rows3)
 
 
 def test_search_config_validation():
@@ -202,6 +207,8 @@ def test_search_config_validation():
         SearchConfig(clamps=(1.0,)).validate()
     with pytest.raises(ConfigError, match="positive"):
         SearchConfig(n_val=0).validate()
+    with pytest.raises(ConfigError, match="degenerate_bound"):
+        SearchConfig(degenerate_bound="loose").validate()
 
 
 # --- the stage, end to end ----------------------------------------------------------------------------------------------
@@ -255,6 +262,9 @@ def test_search_cli_end_to_end_and_resume(tiny_run, data_dir, tmp_path, monkeypa
               "--greedy-seeds", "2", "--max-new-tokens", "3", "--json"]
     res = json.loads(invoke(*search).output.strip().splitlines()[-1])
     assert res["choice"]["k"] in (2, 4) and res["choice"]["c"] in (0.0, -1.0)
+    abl = res["choice"]["ablation"]  # the direction ablation on the same prompts sets the degenerate bound
+    assert sum(abl.values()) == res["choice"]["n_refused"]
+    assert res["choice"]["degenerate_bound"] == pytest.approx(max(0.10, abl["degenerate"] / res["choice"]["n_refused"]))
     assert len(res["choice"]["rows"]) == 4 and set(res["prefilter_attribution_share"]) == {"selected", "per_layer"}
     from refusal_sae.runs import RunDir
     from refusal_sae.search.result import CandidatesResult, FeatureCards, GreedyResult

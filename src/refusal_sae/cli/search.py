@@ -19,12 +19,12 @@ IdsOpt = Annotated[Optional[str], typer.Option("--sae-ids", help="Comma-separate
 
 
 def _config(layers, k_per_layer, direction_source, ig_steps, n_attribution, n_val, top_k, clamp, n_random, greedy_tau,
-            greedy_seeds, max_new_tokens, batch_size, judge, seed) -> SearchConfig:
+            greedy_seeds, max_new_tokens, batch_size, judge, seed, max_degenerate, degenerate_bound) -> SearchConfig:
     return SearchConfig(layers=int_list(layers), k_per_layer=k_per_layer, direction_source=direction_source,
                         ig_steps=ig_steps, n_attribution=n_attribution, n_val=n_val, top_k=int_list(top_k) or (),
                         clamps=float_list(clamp), n_random=n_random, greedy_tau=greedy_tau,
                         greedy_seeds=greedy_seeds, max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge,
-                        seed=seed)
+                        seed=seed, max_degenerate=max_degenerate, degenerate_bound=degenerate_bound)
 
 
 @app.command("search")
@@ -44,6 +44,8 @@ def search_cmd(
     top_k: Annotated[str, typer.Option(help="K* grid, e.g. '10,20,30,40,50'.")] = ",".join(map(str, S.top_k)),
     clamp: Annotated[str, typer.Option(help="Clamp grid: 0 zero-ablates, c multiplies the activations, e.g. '0,-1,-3'.")] = ",".join(f"{c:g}" for c in S.clamps),
     n_random: Annotated[int, typer.Option(help="Random feature sets per control.")] = S.n_random,
+    max_degenerate: Annotated[float, typer.Option(help="Share of degenerate answers a (K, c) may leave.")] = S.max_degenerate,
+    degenerate_bound: Annotated[str, typer.Option(help="ablation (the bound is the direction ablation's own degenerate share when higher) | fixed.")] = S.degenerate_bound,
     greedy_tau: Annotated[float, typer.Option(help="Greedy filtering keeps what moves the mean refusal score by more.")] = S.greedy_tau,
     greedy_seeds: Annotated[int, typer.Option(help="Greedy orders intersected.")] = S.greedy_seeds,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per judged answer.")] = S.max_new_tokens,
@@ -59,7 +61,7 @@ def search_cmd(
     from refusal_sae.search.stage import run_search_stage
 
     cfg = _config(layers, k_per_layer, direction_source, ig_steps, n_attribution, n_val, top_k, clamp, n_random,
-                  greedy_tau, greedy_seeds, max_new_tokens, batch_size, judge, seed)
+                  greedy_tau, greedy_seeds, max_new_tokens, batch_size, judge, seed, max_degenerate, degenerate_bound)
     cfg.validate()  # before the model loads
     run = run_dir_for(spec, run_dir)
     handle = spec.load()
@@ -69,7 +71,9 @@ def search_cmd(
               f"holds {cands.prefilter_attribution_share[cfg.direction_source]:.0%} of the positive attribution "
               f"(the other direction source: {cands.prefilter_attribution_share['per_layer' if cfg.direction_source == 'selected' else 'selected']:.0%})")
     out.print(f"chosen on {choice.n_refused} refused validation prompts: K* = {choice.k}, c = {choice.c:g}"
-              + ("" if choice.met else "  [no (K, c) met the rule: best margin shown]"))
+              + ("" if choice.met else "  [no (K, c) met the rule: best margin shown]")
+              + f"; degenerate bound {choice.degenerate_bound:.3f} (direction ablation on the same prompts: "
+              f"complied {choice.ablation.get('complied')}, degenerate {choice.ablation.get('degenerate')})")
     for r in choice.rows:
         rnd = "-" if r.random_flip is None else f"{r.random_flip:.3f}"
         out.print(f"  K={r.k:3d} c={r.c:5g}: complied {r.complied:3d}/{r.n} degenerate {r.degenerate:3d} "

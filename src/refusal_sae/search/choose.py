@@ -1,12 +1,14 @@
 """Choose the set size ``K*`` and the clamp ``c`` on validation prompts, by a rule fixed before any test data is read.
 
 For every ``(K, c)`` of the grid, the global set's top ``K`` is clamped at ``c`` and the model answers the validation
-prompts that it refuses unclamped (greedy generations, judged). Eligible: the clamp leaves at most
-``max_degenerate`` of the answers degenerate, and ``n_random`` random sets of the same size, layers and clamp flip at
-most ``max_random_flip`` of the prompts to complied on average. Chosen: the eligible ``(K, c)`` with the most
-complied answers; ties go to the smaller ``K``, then the milder clamp. Random controls are judged in the order of
-that ranking until one passes (the rest of the grid's controls cannot change the choice, so they are not run).
-When nothing is eligible, the best complied-minus-random-flip margin is reported, marked ``met = False``.
+prompts that it refuses unclamped (greedy generations, judged). Eligible: the clamp leaves no more of the answers
+degenerate than the bound (``max_degenerate``, or — by default — the refusal-direction ablation's own degenerate share
+on the same prompts when that is higher: a feature clamp need not be more fluent than the intervention it refines),
+and ``n_random`` random sets of the same size, layers and clamp flip at most ``max_random_flip`` of the prompts to
+complied on average. Chosen: the eligible ``(K, c)`` with the most complied answers; ties go to the smaller ``K``,
+then the milder clamp. Random controls are judged in the order of that ranking until one passes (the rest of the
+grid's controls cannot change the choice, so they are not run). When nothing is eligible, the row with the best
+complied-minus-random-flip margin is reported, marked ``met = False``, and always with its own random controls.
 """
 
 from __future__ import annotations
@@ -62,20 +64,27 @@ def choose_k_and_clamp(engine: InterventionEngine, judge: Judge, saes: Mapping[i
                     max_new_tokens, batch_size, "K*, c grid")
     rows = [GridRow(k, c, len(prompts), *counts(lab)) for (k, c), lab in zip(grid, labels, strict=True)]
     order = sorted(rows, key=lambda r: (-r.complied, r.k, abs(r.c)))
-    for row in order:
-        if row.degenerate_rate > max_degenerate:
-            row.eligible = False
-            continue
+
+    def run_controls(row: GridRow) -> None:
         controls = random_sets(alive, ranking.take(row.k), n_random, seed + row.k)
         flips = judged(engine, judge, prompts, [clamp_set(saes, s, row.c) for s in controls], max_new_tokens,
                        batch_size, f"random controls K={row.k} c={row.c:g}")
         row.random_flips = [sum(x == COMPLIED for x in lab) / len(prompts) for lab in flips]
         row.random_flip = sum(row.random_flips) / len(row.random_flips)
+
+    for row in order:
+        if row.degenerate_rate > max_degenerate:
+            row.eligible = False
+            continue
+        run_controls(row)
         row.eligible = row.random_flip <= max_random_flip
         if row.eligible:
             return rows, row, True
-    tested = [r for r in rows if r.random_flip is not None] or rows
-    best = max(tested, key=lambda r: r.complied_rate - (r.random_flip or 0.0))
+    tested = [r for r in rows if r.random_flip is not None]
+    if not tested:  # every row failed the degenerate bound: the most compliant one still gets its controls
+        run_controls(order[0])
+        tested = [order[0]]
+    best = max(tested, key=lambda r: r.complied_rate - r.random_flip)
     return rows, best, False
 
 

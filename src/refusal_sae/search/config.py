@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from refusal_sae.errors import ConfigError
 
 DIRECTION_SOURCES = ("selected", "per_layer")
+DEGENERATE_BOUNDS = ("ablation", "fixed")
 
 
 @dataclass
@@ -33,7 +34,9 @@ class SearchConfig:
     clamps: tuple[float, ...] = (0.0, -1.0, -3.0)  # c: 0 = zero-ablate, else multiply the activations by c
     n_random: int = 5  # random feature sets (same size, same layers, same clamp) per control
     max_random_flip: float = 0.05  # a (K*, c) whose random sets flip more validation prompts is not eligible
-    max_degenerate: float = 0.10  # … nor one whose own clamp leaves more degenerate answers
+    max_degenerate: float = 0.10  # … nor one whose own clamp leaves more degenerate answers than this
+    degenerate_bound: str = "ablation"  # ablation: the bound is the higher of max_degenerate and the direction
+    #   ablation's own degenerate share on the same prompts | fixed: max_degenerate alone
     greedy_block: int = 5  # features removed together in the block pass
     greedy_tau: float = 0.1  # a block / feature is kept when removing it moves the mean refusal score by more
     greedy_taus: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)  # the tau sweep recorded beside the chosen tau
@@ -60,6 +63,8 @@ class SearchConfig:
             raise ConfigError(f"these settings must be positive: {', '.join(bad)}")
         if self.direction_source not in DIRECTION_SOURCES:
             raise ConfigError(f"direction_source must be one of {DIRECTION_SOURCES}, not {self.direction_source!r}")
+        if self.degenerate_bound not in DEGENERATE_BOUNDS:
+            raise ConfigError(f"degenerate_bound must be one of {DEGENERATE_BOUNDS}, not {self.degenerate_bound!r}")
         if not self.top_k or min(self.top_k) < 1:
             raise ConfigError(f"top_k sizes must be positive, got {self.top_k}")
         if not self.clamps or not all(math.isfinite(c) for c in self.clamps):

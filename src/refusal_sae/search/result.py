@@ -51,6 +51,8 @@ class ChoiceResult(StageResult):
     c: float
     met: bool  # a (K, c) met the rule; False: the best margin is reported instead
     rule: str
+    degenerate_bound: float = 0.10  # the degenerate share a row had to stay within
+    ablation: dict[str, int] = field(default_factory=dict)  # the direction ablation on the same prompts: counts
 
 
 @dataclass

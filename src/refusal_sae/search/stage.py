@@ -17,6 +17,7 @@ from refusal_sae.direction.diff_in_means import DirectionCandidates
 from refusal_sae.direction.result import DirectionResult
 from refusal_sae.direction.stage import CANDIDATES
 from refusal_sae.errors import ConfigError
+from refusal_sae.interventions.directional import DirectionAblation
 from refusal_sae.interventions.engine import EngineConfig, InterventionEngine
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.runs import RunDir, config_hash
@@ -33,8 +34,8 @@ from refusal_sae.search.greedy import greedy_filter, intersect
 from refusal_sae.search.result import CandidatesResult, ChoiceResult, FeatureCards, GreedyResult
 from refusal_sae.search.table import SearchTable, build_table
 
-RULE = ("eligible: degenerate ≤ max_degenerate and mean random-set flip ≤ max_random_flip; chosen: most complied, "
-        "then smaller K, then milder clamp")
+RULE = ("eligible: degenerate ≤ the bound (max_degenerate, or the direction ablation's degenerate share when higher) "
+        "and mean random-set flip ≤ max_random_flip; chosen: most complied, then smaller K, then milder clamp")
 
 
 @dataclass
@@ -84,16 +85,22 @@ def find_candidates(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, c
         alive={L: ids.tolist() for L, ids in harmful.fired().items()}, prefilter_attribution_share=share)
 
 
-def choose(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, cfg: SearchConfig,
-           cands: CandidatesResult) -> ChoiceResult:
+def choose(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, cfg: SearchConfig, cands: CandidatesResult,
+           direction: DirectionResult) -> ChoiceResult:
     engine = InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
     judge = get_judge(cfg.judge)
     refused = val_refused(engine, judge, prompts.val, cfg.max_new_tokens, cfg.batch_size)
+    (abl,) = judged(engine, judge, refused, [[DirectionAblation(direction.direction)]], cfg.max_new_tokens,
+                    cfg.batch_size, "direction ablation")
+    ablation = dict(zip(("complied", "degenerate", "refused"), counts(abl), strict=True))
+    bound = cfg.max_degenerate
+    if cfg.degenerate_bound == "ablation":
+        bound = max(bound, ablation["degenerate"] / len(refused))
     alive = {L: torch.tensor(ids) for L, ids in cands.alive.items()}
     rows, best, met = choose_k_and_clamp(engine, judge, saes, refused, cands.ours, alive, cfg.top_k, cfg.clamps,
-                                         cfg.n_random, cfg.max_random_flip, cfg.max_degenerate, cfg.seed,
+                                         cfg.n_random, cfg.max_random_flip, bound, cfg.seed,
                                          cfg.max_new_tokens, cfg.batch_size)
-    return ChoiceResult(len(prompts.val), len(refused), rows, best.k, best.c, met, RULE)
+    return ChoiceResult(len(prompts.val), len(refused), rows, best.k, best.c, met, RULE, bound, ablation)
 
 
 def minimal_set(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, cfg: SearchConfig, cands: CandidatesResult,
@@ -142,8 +149,10 @@ def identity(handle: ModelHandle, saes: SaeSet, direction: DirectionResult, cfg:
 
 CANDIDATE_FIELDS = ("layers", "k_per_layer", "direction_source", "ig_steps", "n_attribution", "n_harmless", "top_k")
 CHOICE_FIELDS = (*CANDIDATE_FIELDS, "n_val", "clamps", "n_random", "max_random_flip", "max_degenerate",
-                 "max_new_tokens", "judge")
-GREEDY_FIELDS = (*CHOICE_FIELDS, "greedy_block", "greedy_tau", "greedy_taus", "greedy_seeds")
+                 "degenerate_bound", "max_new_tokens", "judge")
+# greedy depends on the chosen (K*, c), not on how they were chosen (added to its identity below)
+GREEDY_FIELDS = (*CANDIDATE_FIELDS, "n_val", "max_new_tokens", "judge", "greedy_block", "greedy_tau", "greedy_taus",
+                 "greedy_seeds")
 
 
 def run_search_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: SearchConfig, data_dir=None,
@@ -164,10 +173,11 @@ def run_search_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: Search
     cands = run.run(CandidatesResult, ident(*CANDIDATE_FIELDS), lambda: find_candidates(
         handle, saes, prompts, cfg, direction, DirectionCandidates.load(cands_path), progress), name="search/candidates")
     choice = run.run(ChoiceResult, ident(*CHOICE_FIELDS),
-                     lambda: choose(handle, saes, prompts, cfg, cands), name="search/choice")
-    greedy = run.run(GreedyResult, ident(*GREEDY_FIELDS),
+                     lambda: choose(handle, saes, prompts, cfg, cands, direction), name="search/choice")
+    chosen = {"k": choice.k, "c": choice.c}
+    greedy = run.run(GreedyResult, ident(*GREEDY_FIELDS) | chosen,
                      lambda: minimal_set(handle, saes, prompts, cfg, cands, choice, progress), name="search/greedy")
-    cards = run.run(FeatureCards, ident(*GREEDY_FIELDS),
+    cards = run.run(FeatureCards, ident(*GREEDY_FIELDS) | chosen,
                     lambda: feature_cards(handle, saes, run, cfg, cands, greedy, data_dir), name="search/cards")
     return cands, choice, greedy, cards
 
@@ -189,7 +199,8 @@ def run_table_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, datasets: tu
     cands = run.require(CandidatesResult, hint, "search/candidates")
     choice = run.require(ChoiceResult, hint, "search/choice")
     greedy = run.require(GreedyResult, hint, "search/greedy")
-    used = (GreedyResult.read_meta(run.root / "search/greedy") or {}).get("config", {})  # the search's settings
+    used = {**(ChoiceResult.read_meta(run.root / "search/choice") or {}).get("config", {}),  # the search's settings
+            **(GreedyResult.read_meta(run.root / "search/greedy") or {}).get("config", {})}
     cfg = SearchConfig(**{k: v for k, v in used.items() if k in SearchConfig.__dataclass_fields__})
     prompts = [p for d in datasets for p in load_dataset(d, data_dir).instructions]
     harmless = load_dataset("harmless_test", data_dir).sample(n_harmless, cfg.seed).instructions
