@@ -4,13 +4,13 @@ Import is torch-free; tensors are written with safetensors only inside :meth:`St
 """
 
 from refusal_sae.runs.io import (
-    save_tensors_atomic,
     atomic_path,
     completed,
     config_hash,
     file_sha256,
     mark_complete,
     read_json,
+    save_tensors_atomic,
     slug,
     write_json_atomic,
     write_jsonl_atomic,
