@@ -98,6 +98,7 @@ def test_config_is_typed_with_stage_defaults_seed_and_overrides(tmp_path):
     ({"bogus": 1}, "unknown top-level key 'bogus'"),
     ({"stages": ["direction", "serch"]}, "unknown stage 'serch' in stages; known stages: direction"),
     ({"stages": "direction"}, "stages must be a list"),
+    ({"stages": []}, "stages is empty"),
     ({"direction": {"n_train": "many"}}, "direction.n_train: input should be a valid integer"),
     ({"eval": [{"coeff": "big"}]}, "eval[0].coeff"),
     ({"eval": {"dataset": "x"}}, "eval: expected a list of EvalStep settings"),

@@ -227,6 +227,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     for s in stages:
         if s not in STAGES:
             raise ConfigError(f"unknown stage {s!r} in stages; known stages: {', '.join(STAGES)}")
+    if not stages:
+        raise ConfigError("stages is empty: list the stages to run, e.g. [direction, eval]")
     if len(set(stages)) != len(stages):
         raise ConfigError(f"a stage is listed twice in stages: {list(stages)}")
     seed = convert(int | None, raw.get("seed"), "seed")

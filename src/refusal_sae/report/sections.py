@@ -22,11 +22,13 @@ def _f(x, fmt: str = ".3f") -> str:
     return format(x, fmt)
 
 
-def _table(head: list[str], rows: list[list], num_from: int = 1) -> str:
+def _table(head: list[str], rows: list[list], num_from: int = 1, num_to: int | None = None) -> str:
+    """An HTML table; columns ``num_from`` to ``num_to`` (exclusive; default: the last) are numbers, right-aligned."""
     out = ["<table><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr>"]
     for r in rows:
         out.append("<tr>" + "".join(
-            f"<td class='num'>{c}</td>" if i >= num_from else f"<td>{c}</td>" for i, c in enumerate(r)) + "</tr>")
+            f"<td class='num'>{c}</td>" if num_from <= i < (num_to or len(r)) else f"<td>{c}</td>"
+            for i, c in enumerate(r)) + "</tr>")
     out.append("</table>")
     return "".join(out)
 
@@ -63,13 +65,13 @@ def render_run(views: list[ResultView], ctx: ReportContext) -> str:
                 for name, e in sorted(stages.items())]
         total = sum(e.get("wall_s") or 0 for e in stages.values())
         out.append(f"<h3>Stage results ({len(stages)}; {total / 60:.1f} min of compute in total)</h3>")
-        out.append(_table(["result folder", "kind", "config hash", "seed", "wall s", "finished"], rows, num_from=3))
+        out.append(_table(["result folder", "kind", "config hash", "seed", "wall s", "finished"], rows, num_from=3, num_to=5))
     saes = m.get("saes") or {}
     if saes:
         rows = [[f"<code>{esc(h)}</code>", esc(s.get("source")), esc(s.get("d_sae")),
                  f"<code>{esc((s.get('sha256') or '–')[:16])}</code>"] for h, s in saes.items()]
         out.append(f"<details><summary>SAEs ({len(saes)})</summary>"
-                   + _table(["hook", "source", "d_sae", "weights sha256"], rows, num_from=2) + "</details>")
+                   + _table(["hook", "source", "d_sae", "weights sha256"], rows, num_from=2, num_to=3) + "</details>")
     cfg = ctx.run_dir / "config.yaml"
     if cfg.is_file():
         out.append(f"<details><summary>resolved config (config.yaml)</summary><pre>{esc(cfg.read_text())}</pre></details>")
@@ -105,7 +107,7 @@ def _heatmap(ctx: ReportContext, cands: list[dict], key: str, title: str, chosen
     rejected = [c for c in cands if not c.get("kept")]
     if rejected:
         fig.add_trace(go.Scatter(x=[c["layer"] for c in rejected], y=[str(c["pos"]) for c in rejected], mode="markers",
-                                 marker=dict(symbol="x-thin", size=7, line=dict(width=1, color="#555")),
+                                 marker=dict(symbol="x-thin", size=6, line=dict(width=1, color="rgba(0,0,0,0.45)")),
                                  name="filtered", hoverinfo="skip"))
     fig.add_trace(go.Scatter(x=[chosen["layer"]], y=[str(chosen["pos"])], mode="markers", name="chosen",
                              marker=dict(symbol="star", size=16, color="#ffd33d", line=dict(width=1.5, color="black")),
@@ -174,7 +176,7 @@ def render_direction(views: list[ResultView], ctx: ReportContext) -> str:
         rows = [[esc(r["instruction"][:120]), _f(r["kl"]), esc(repr(r["clean_top"][0][0])) + " → " +
                  esc(repr(r["ablated_top"][0][0]))] for r in d.data["kl_by_prompt"][:5]]
         out.append("<h3>Harmless prompts the ablation moves most</h3>"
-                   + _table(["prompt", "KL", "most likely first token: clean → ablated"], rows, num_from=1))
+                   + _table(["prompt", "KL", "most likely first token: clean → ablated"], rows, num_from=1, num_to=2))
     return "".join(out)
 
 
@@ -250,7 +252,7 @@ def render_evals(views: list[ResultView], ctx: ReportContext) -> str:
         rows.append(cells)
         labels.append(eval_label(v))
     out = [_table(["evaluation", "n", "refused [95% CI]", "complied [95% CI]", "degenerate [95% CI]",
-                   "mean refusal score", "judge", "folder"], rows, num_from=1)]
+                   "mean refusal score", "judge", "folder"], rows, num_from=1, num_to=6)]
     fig = go.Figure()
     for lab in LABELS:
         ys, lo_err, hi_err = [], [], []
