@@ -29,11 +29,11 @@ def main() -> int:
         return 1
     page = render_report(args.run_dir)
     res = check_in_browser(page, args.out, args.width, args.height or None)
-    print(f"{page}: {res.drawn}/{res.figures} figures drawn, {len(res.errors)} console errors, page height {res.height}px "
-          f"→ {args.out}")
+    print(f"{page}: {res.drawn}/{res.figures} figures drawn, {res.overflowing} wider than their column, "
+          f"{len(res.errors)} console errors, page height {res.height}px → {args.out}")
     for e in res.errors:
         print(f"  console: {e.get('message')}", file=sys.stderr)
-    return 0 if res.drawn == res.figures and not res.errors else 1
+    return 0 if res.drawn == res.figures and not res.errors and not res.overflowing else 1
 
 
 if __name__ == "__main__":

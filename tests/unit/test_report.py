@@ -114,4 +114,5 @@ def test_report_draws_in_headless_chromium(tmp_path):
     res = check_in_browser(path, shot)
     assert res.figures >= 8 and res.drawn == res.figures  # every figure has a non-empty SVG
     assert res.errors == [], res.errors
+    assert res.overflowing == 0  # each figure fits its column (sized after the layout, not while parsing)
     assert shot.stat().st_size > 20_000 and res.height > 2000

@@ -10,6 +10,9 @@ from pathlib import Path
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 # figures whose plot SVG holds drawn elements (an empty or failed plot has none)
+_OVERFLOWING = ("return Array.from(document.querySelectorAll('.plotly-graph-div')).filter(d => "
+                "d.querySelector('svg.main-svg') && d.querySelector('svg.main-svg').getBoundingClientRect().width > "
+                "d.parentElement.clientWidth + 2).length")
 _DRAWN = ("return Array.from(document.querySelectorAll('.plotly-graph-div')).filter(d => "
           "d.querySelector('svg.main-svg') && d.querySelectorAll('svg.main-svg *').length > 10).length")
 
@@ -20,6 +23,7 @@ class BrowserCheck:
     drawn: int  # of them with a non-empty SVG
     errors: list[dict]  # console messages of level SEVERE
     height: int  # the page's full height in CSS pixels
+    overflowing: int = 0  # figures drawn wider than their column
 
 
 def browser_missing() -> str | None:
@@ -54,12 +58,14 @@ def check_in_browser(page: str | Path, screenshot: str | Path | None = None, wid
         n = driver.execute_script("return document.querySelectorAll('.plotly-graph-div').length")
 
         def settle() -> None:
-            try:
-                WebDriverWait(driver, timeout).until(lambda d: d.execute_script(_DRAWN) == n)
+            try:  # every figure drawn, and sized to its column once the page had loaded (the page sets data-sized)
+                WebDriverWait(driver, timeout).until(
+                    lambda d: d.execute_script(_DRAWN) == n and d.execute_script("return document.body.dataset.sized") == "1")
             except TimeoutException:
-                pass  # reported through `drawn`
+                pass  # reported through `drawn` / `overflowing`
 
         settle()
+        overflowing = driver.execute_script(_OVERFLOWING)  # before any window resize re-fits them
         full = int(driver.execute_script("return document.documentElement.scrollHeight"))
         if screenshot is not None:
             driver.set_window_size(width, min(full, height) if height else full)
@@ -68,6 +74,6 @@ def check_in_browser(page: str | Path, screenshot: str | Path | None = None, wid
             driver.save_screenshot(str(screenshot))
         drawn = driver.execute_script(_DRAWN)
         errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
-        return BrowserCheck(n, drawn, errors, full)
+        return BrowserCheck(n, drawn, errors, full, overflowing)
     finally:
         driver.quit()
