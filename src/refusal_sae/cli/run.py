@@ -115,8 +115,8 @@ def demo_cmd(
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every stage on the embedded model at reduced sizes (the packaged demo config), then the report's path
-    (about 10 min on 2 CPU cores)."""
+    """Every stage on the embedded model at reduced sizes (the packaged demo.yaml; sizes in its comments), into
+    runs/demo; ends by printing the report's path."""
     execute(CONFIG_DIR / "demo.yaml", sets, dry_run, as_json, run_dir=run_dir, model=None, adapter=None, device=device,
             dtype=None, offline=False, saes=None, data_dir=data_dir)
 
