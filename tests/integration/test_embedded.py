@@ -221,3 +221,17 @@ def test_direction_stage_golden(embedded, data_dir, tmp_path):
     assert float(res.direction.norm()) == pytest.approx(49.7186, abs=1e-2)
     again = DirectionResult.from_run(tmp_path)
     assert torch.equal(again.direction, res.direction) and again.candidates == res.candidates
+
+
+def test_default_judge_agrees_with_the_held_out_labels(data_dir):
+    """A judge change that loses agreement with the hand labels (test split, never fitted on) is seen here. The floor
+    sits a bootstrap-CI's half-width under the committed judge's measured figures (docs/judge.md)."""
+    from refusal_sae.scoring.judge import get_judge
+    from refusal_sae.scoring.judge.evaluation import evaluate_judge
+    from refusal_sae.scoring.labels import load_labelled
+
+    answers = load_labelled("test", data_dir)
+    new = evaluate_judge(get_judge("default"), "default", answers, "test").overall
+    old = evaluate_judge(get_judge("heuristic"), "heuristic", answers, "test").overall
+    assert new.kappa >= 0.65 and new.kappa > old.kappa + 0.05
+    assert new.precision["complied"] > old.precision["complied"] + 0.05 and new.recall["complied"] >= 0.75

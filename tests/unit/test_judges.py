@@ -294,9 +294,11 @@ def guard_dir(tmp_path_factory, answer: str, name: str):
 
 # ---- registry ----------------------------------------------------------------------------------------------
 def test_registered_names():
-    assert set(judge_names()) == {"default", "heuristic", "substring", "classifier", "harmbench",
+    from refusal_sae.scoring.judge import LearnedJudge
+
+    assert set(judge_names()) == {"default", "learned", "heuristic", "substring", "classifier", "harmbench",
                                   "harmbench-mistral", "llamaguard"}
-    assert type(get_judge("default")) is HeuristicJudge and type(get_judge("heuristic")) is HeuristicJudge
+    assert type(get_judge("default")) is LearnedJudge and type(get_judge("heuristic")) is HeuristicJudge
     assert isinstance(get_judge("substring"), SubstringJudge)
 
 

@@ -21,7 +21,7 @@ from refusal_sae.models.options import ModelSpec
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Dissect why chat LLMs refuse harmful requests, with refusal directions and SAEs.")
 err = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)  # long result lines stay one line each (pipes, logs)
 
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="REFUSAL_SAE_DATA_DIR", help="Folder holding the prompt datasets (default: ../shared/datasets when present).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")]

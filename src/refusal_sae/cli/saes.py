@@ -33,17 +33,6 @@ def _datasets(text: str) -> tuple[str, ...]:
     return tuple(d.strip() for d in text.split(",") if d.strip())
 
 
-def _load_saes(handle, saes, sae_release, sae_ids, run):
-    from refusal_sae.saes import parse_sae_spec
-    from refusal_sae.saes.loading import default_sae_folder
-
-    default = None if saes or sae_release or sae_ids else default_sae_folder(handle, run / "saes")
-    spec = parse_sae_spec(saes, sae_release, sae_ids, default_folder=default)
-    sae_set = spec.load(str(handle.device))
-    sae_set.validate(handle)
-    return spec, sae_set
-
-
 @app.command("train-sae")
 @model_options
 def train_sae_cmd(
@@ -132,7 +121,9 @@ def sae_metrics_cmd(
 
     handle = spec.load()
     run = run_dir or spec.default_run_dir()
-    sae_spec, sae_set = _load_saes(handle, saes, sae_release, sae_ids, run)
+    from refusal_sae.saes.loading import resolve_saes
+
+    sae_spec, sae_set = resolve_saes(handle, saes, sae_release, sae_ids, run)
     corpus = CorpusConfig(datasets=_datasets(datasets), n_prompts=n_prompts, max_new_tokens=max_new_tokens,
                           max_len=max_len, seed=seed)
     seqs = build_sequences(handle, corpus, data_dir, run / "responses")
@@ -201,7 +192,9 @@ def features_cmd(
     feature_ids = int_list(ids) or ()
     handle = spec.load()
     run = run_dir or spec.default_run_dir()
-    _, sae_set = _load_saes(handle, saes, sae_release, sae_ids, run)
+    from refusal_sae.saes.loading import resolve_saes
+
+    _, sae_set = resolve_saes(handle, saes, sae_release, sae_ids, run)
     sae = sae_set.at_layer(layer)
     check_feature_ids(sae, feature_ids, top_n, window)  # before the corpus is generated
     corpus = CorpusConfig(datasets=_datasets(datasets), n_prompts=n_prompts, max_new_tokens=max_new_tokens,

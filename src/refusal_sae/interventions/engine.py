@@ -208,6 +208,37 @@ class InterventionEngine:
         """Refusal scores ``[n_sets, n_prompts]``."""
         return self.last_logits(prompts, sets, reduce=lambda lg: refusal_score_from_logits(lg, refusal_tokens))
 
+    @torch.no_grad()
+    def answer_kl(self, prompts: Sequence[str], answers: Sequence[str], sets: Sequence[InterventionSet]) -> torch.Tensor:
+        """``[n_sets]``: KL(clean ‖ set) of the next-token distributions, averaged over the answer tokens of each
+        prompt followed by its answer (e.g. the clean model's own greedy answers to harmless prompts): how much an
+        intervention moves ordinary behaviour, its capability cost."""
+        from refusal_sae.ops import kl_divergence
+
+        h = self.handle
+        seqs, starts = [], []
+        for p, a in zip(prompts, answers, strict=True):
+            f = h.format(p)
+            ids = tuple(f.input_ids) + tuple(h.tokenizer(a, add_special_tokens=False)["input_ids"])
+            seqs.append(FormattedPrompt(p, ids, f.inst_start, f.inst_end))
+            starts.append(len(f))
+        hooked = _set_hooks(h, sets)
+        total, count = torch.zeros(len(sets), dtype=torch.float64), 0
+        for idx in length_sorted_batches([len(s) for s in seqs], self.cfg.prompt_batch_size):
+            batch = h.batch([seqs[i] for i in idx])
+            T = batch.input_ids.shape[1]
+            keep = torch.zeros(len(idx), T - 1, dtype=torch.bool)
+            for j, i in enumerate(idx):  # logits at t predict token t + 1: answer tokens from starts[i] on
+                keep[j, T - len(seqs[i]) + starts[i] - 1 :] = True
+            keep = keep.to(h.device)
+            clean = h.forward(batch)[:, :-1][keep].double()
+            for s, set_hooks in enumerate(hooked):
+                with h.hooks([(name, fn) for _, name, fn in set_hooks]):
+                    edited = h.forward(batch)[:, :-1][keep].double()
+                total[s] += kl_divergence(clean, edited).sum().cpu()
+            count += int(keep.sum())
+        return total / max(count, 1)
+
     # --- generation ----------------------------------------------------------------------------
     def generate(self, prompts, sets: Sequence[InterventionSet], max_new_tokens: int = 64, batch_size: int = 32,
                  progress: bool = False, desc: str = "generating") -> list[list[str]]:

@@ -142,6 +142,25 @@ class SaeSet(Mapping):
             except ConfigError as e:
                 raise MismatchError(f"SAE {self.sources[name]} does not fit model {handle.name}: {e}") from None
 
+    def layers(self, kind: str = "resid_post") -> tuple[int, ...]:
+        """The layers that have an SAE at ``blocks.L.hook_{kind}``, sorted."""
+        return tuple(sorted(p.layer for p in (parse_hook_point(n, 10**6) for n in self._saes) if p.kind == kind))
+
+    def hook_of(self, layer: int, kind: str = "resid_post") -> str:
+        self.at_layer(layer, kind)
+        return hook_name(layer, kind)
+
+    def identity(self) -> list[dict]:
+        """What a result computed with these SAEs depends on: each hook, its source and (local files) weights hash."""
+        from refusal_sae.runs import file_sha256
+
+        out = []
+        for name in sorted(self._saes):
+            weights = Path(self.sources[name]) / "sae_weights.safetensors"
+            out.append({"hook_name": name, "source": self.sources[name],
+                        "sha256": file_sha256(weights) if weights.is_file() else None})
+        return out
+
     def describe(self) -> list[dict]:
         return [{"hook_name": n, "source": self.sources[n], "d_in": s.cfg.d_in, "d_sae": s.cfg.d_sae,
                  "architecture": s.cfg.architecture()} for n, s in self._saes.items()]
@@ -162,6 +181,17 @@ class SaeSpec:
 
     def describe(self) -> str:
         return f"{self.release} [{', '.join(self.ids)}]" if self.release else str(self.folder)
+
+
+def resolve_saes(handle, saes: str | Path | None, release: str | None, ids: str | None, run_root: Path,
+                 device: str | None = None) -> tuple[SaeSpec, SaeSet]:
+    """The SAEs a command names (``--saes DIR`` or ``--sae-release R --sae-ids a,b``; by default ``<run>/saes``, else
+    the embedded model's committed SAEs), loaded and checked against the model (width, hook layers)."""
+    default = None if saes or release or ids else default_sae_folder(handle, Path(run_root) / "saes")
+    spec = parse_sae_spec(saes, release, ids, default_folder=default)
+    sae_set = spec.load(device or str(handle.device))
+    sae_set.validate(handle)
+    return spec, sae_set
 
 
 def parse_sae_spec(saes: str | Path | None, release: str | None, ids: str | None,

@@ -92,3 +92,11 @@ def compare_files(pairs: list[tuple[Path, Path]], label: str = "complied") -> Pa
         rows_a += ra
         rows_b += rb
     return compare_evals(rows_a, rows_b, label)
+
+
+def rejudge_rows(rows: list[dict], judge) -> list[dict]:
+    """``rows`` of an eval with their completions judged again by ``judge``; the earlier label is kept as
+    ``previous_judgement``, so one file holds old and new side by side."""
+    labels = judge.judge([r["instruction"] for r in rows], [r["completion"] for r in rows])
+    return [r | {"judgement": j.label, "reason": j.reason, "relevance": j.relevance, "judge_score": j.score,
+                 "previous_judgement": r["judgement"]} for r, j in zip(rows, labels, strict=True)]

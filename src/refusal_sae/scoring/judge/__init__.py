@@ -3,7 +3,9 @@
 Judges are swappable through a small registry (:func:`get_judge`, :func:`register_judge`,
 :func:`judge_names`); a spec is ``NAME`` or ``NAME:MODEL``:
 
-- ``default``: the heuristic judge (for now; a better default will take the name later);
+- ``default`` / ``learned[:PARAMS]``: a logistic regression over refusal, deflection, degeneracy, relevance and
+  fluency features, fitted on hand-labelled answers (:class:`LearnedJudge`; agreement with the labels:
+  ``refusal-sae judge-eval``);
 - ``heuristic``: refusal phrases, degeneracy rules and embedding relevance (:class:`HeuristicJudge`);
 - ``substring``: the same rules without the embedding model (:class:`SubstringJudge`);
 - ``harmbench[:MODEL]``: HarmBench's classifier ``cais/HarmBench-Llama-2-13b-cls`` (:class:`HarmBenchJudge`);
@@ -46,10 +48,12 @@ from refusal_sae.scoring.judge.heuristic import (
     is_refusal,
     repetition_ratio,
 )
+from refusal_sae.scoring.judge.learned import FeatureExtractor, JudgeParams, LearnedJudge
 from refusal_sae.scoring.judge.llamaguard import LLAMA_GUARD_3_8B, LlamaGuardJudge, parse_llamaguard
 from refusal_sae.scoring.judge.prompts import HARMBENCH_PROMPT
 
-register_judge("default", HeuristicJudge)
+register_judge("default", LearnedJudge)
+register_judge("learned", LearnedJudge, arg="optional")
 register_judge("heuristic", HeuristicJudge)
 register_judge("substring", SubstringJudge)
 register_judge("classifier", ClassifierJudge, arg="required")
@@ -58,9 +62,10 @@ register_judge("harmbench-mistral", HarmBenchMistralJudge, arg="optional")
 register_judge("llamaguard", LlamaGuardJudge, arg="optional")
 
 __all__ = [
-    "COMPLIED", "DEGENERATE", "HARMBENCH_LLAMA", "HARMBENCH_MISTRAL", "HARMBENCH_PROMPT", "JUDGEMENTS",
-    "LLAMA_GUARD_3_8B", "REFUSAL_PHRASES", "REFUSED", "ClassifierJudge", "HFClassifierJudge", "HarmBenchJudge",
-    "HarmBenchMistralJudge", "HeuristicJudge", "Judge", "Judgement", "LlamaGuardJudge", "RelevanceModel",
-    "SubstringJudge", "default_relevance_model", "get_judge", "is_refusal", "judge_names", "judge_specs", "loads_a_model",
-    "parse_llamaguard", "register_judge", "repetition_ratio",
+    "COMPLIED", "ClassifierJudge", "DEGENERATE", "FeatureExtractor", "HARMBENCH_LLAMA", "HARMBENCH_MISTRAL",
+    "HARMBENCH_PROMPT", "HFClassifierJudge", "HarmBenchJudge", "HarmBenchMistralJudge", "HeuristicJudge",
+    "JUDGEMENTS", "Judge", "JudgeParams", "Judgement", "LLAMA_GUARD_3_8B", "LearnedJudge", "LlamaGuardJudge",
+    "REFUSAL_PHRASES", "REFUSED", "RelevanceModel", "SubstringJudge", "default_relevance_model", "get_judge",
+    "is_refusal", "judge_names", "judge_specs", "loads_a_model", "parse_llamaguard", "register_judge",
+    "repetition_ratio",
 ]
