@@ -105,6 +105,10 @@ def test_config_is_typed_with_stage_defaults_seed_and_overrides(tmp_path):
     ({"saes": {"folder": "x", "release": "y", "ids": ["a"]}}, "saes: give either folder or release"),
     ({"saes": {"release": "gemma-scope-2b-pt-res-canonical"}}, "needs ids"),
     ({"sae_metrics": {"n_prompts": 0}}, "sae_metrics: n_prompts must be positive"),
+    ({"search": {"k_per_layr": 3}}, "unknown key 'k_per_layr' in section 'search'; known keys: layers, k_per_layer"),
+    ({"search": {"top_k": "many"}}, "search.top_k: input should be a valid tuple"),
+    ({"search_table": {"datasets": []}}, "search_table: datasets is empty"),
+    ({"search_table": {"n": 0}}, "search_table: n must be positive"),
 ])
 def test_bad_configs_fail_with_one_clear_line(raw, needle):
     with pytest.raises(ConfigError) as e:
@@ -158,6 +162,50 @@ def test_bad_settings_fail_before_any_work(tiny_dir, data_dir, raw, error, needl
     with pytest.raises(error) as e:
         _check(raw, tiny_dir, data_dir)
     assert needle in str(e.value), str(e.value)
+
+
+def test_search_sections_take_their_defaults_from_the_stage_config():
+    from refusal_sae.pipeline.stages import SearchTableConfig
+    from refusal_sae.search.config import SearchConfig
+
+    cfg = load_config(raw={"seed": 3, "stages": ["direction", "search", "search_table"], "search": {"top_k": [5, 10]}})
+    assert cfg.section("search") == SearchConfig(top_k=(5, 10), seed=3)  # the rest: SearchConfig's own defaults
+    assert cfg.section("search_table") == SearchTableConfig() and cfg.section("search_table").n is None
+    assert cfg.to_dict()["search"]["k_per_layer"] == SearchConfig.k_per_layer
+
+
+@pytest.mark.parametrize("raw, error, needle", [
+    ({"search": {"top_k": [9], "k_per_layer": 4}}, ConfigError,
+     "search: K* = 9 is larger than the candidate pool (4 per layer × 1 layers = 4)"),
+    ({"search": {"layers": [3]}}, ConfigError, "search: no SAE at layers [3]; the SAEs cover layers [1]"),
+    ({"search": {"judge": "oracle", "top_k": [2]}}, ConfigError, "search: unknown judge 'oracle'"),
+    ({"search": {"n_val": 0, "top_k": [2]}}, ConfigError, "search: these settings must be positive: n_val=0"),
+    ({"search": {"clamps": [1.0], "top_k": [2]}}, ConfigError, "search: a clamp of 1 leaves the features unchanged"),
+    ({"stages": ["search"]}, ConfigError, "stage 'search' needs stage 'direction' before it in stages"),
+    ({"stages": ["direction", "search_table"]}, ConfigError, "stage 'search_table' needs stage 'search' before it"),
+    ({"search": {"top_k": [2]}, "search_table": {"datasets": ["harmful_val"]}}, ConfigError,
+     "search_table: datasets: harmful_val is a split the search fits or selects on"),
+    ({"search": {"top_k": [2]}, "search_table": {"datasets": ["nope"]}}, DataError, "search_table: unknown dataset 'nope'"),
+])
+def test_search_settings_fail_before_any_work(tiny_dir, data_dir, sae_dir, raw, error, needle):
+    raw = {"stages": ["direction", "search", "search_table"], "saes": {"folder": str(sae_dir)}} | raw
+    with pytest.raises(error) as e:
+        _check(raw, tiny_dir, data_dir)
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_plan_of_the_search(tiny_dir, data_dir, sae_dir):
+    plan = _check({"stages": ["direction", "search", "search_table"], "saes": {"folder": str(sae_dir)},
+                   "search": {"k_per_layer": 4, "top_k": [2, 4], "clamps": [0, -1], "n_attribution": 5, "n_val": 6,
+                              "n_harmless": 7, "n_random": 2, "n_card_prompts": 3, "max_new_tokens": 8},
+                   "search_table": {"datasets": ["jailbreakbench"], "n": 9, "n_harmless": 4}}, tiny_dir, data_dir)
+    rows = {r.what.split(":")[0]: r for r in plan.rows if r.stage.startswith("search")}
+    assert rows["candidates"].prompts == 5 + 7 and "4/layer × 1 SAE layers" in rows["candidates"].what
+    grid = next(r for r in plan.rows if r.what.startswith("K* × c grid"))
+    assert grid.prompts == 6 and grid.generated == 6 * (1 + 4 + 2) * 8
+    assert rows["feature cards"].prompts == 6
+    table = next(r for r in plan.rows if r.stage == "search_table")
+    assert table.prompts == 9 + 4 and table.generated == (9 * (1 + 7 + 1 + 4) + 4 * 9) * 8
 
 
 def test_sae_width_and_layer_are_checked_against_the_model(tiny_dir, data_dir, tmp_path):
@@ -283,3 +331,47 @@ eval:
     assert sorted(ra) == sorted(rb) and len([k for k in ra if k.endswith("result.json")]) == 5
     for key in ra:
         assert ra[key] == rb[key], key
+
+
+def test_pipeline_runs_the_search_and_its_report_draws(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """direction → search → search_table on a tiny random Llama with two random SAEs, through the config path; the
+    report of that run directory passes the browser check (where Chromium is installed)."""
+    import refusal_sae.search.stage as search_stage
+    from refusal_sae.pipeline.runner import run_pipeline
+    from tests.unit.test_search import HashJudge, tiny_saes
+
+    monkeypatch.setattr(search_stage, "get_judge", lambda spec: HashJudge())  # a random tiny model never refuses
+    saes = tmp_path / "saes"
+    for L, sae in tiny_saes().items():
+        sae.save_model(saes / f"blocks.{L}.hook_resid_post")
+    heldout = tmp_path / "heldout.json"  # stands in for the test sets
+    heldout.write_text(json.dumps([f"Explain step {i} of picking a lock" for i in range(14)]))
+    run = tmp_path / "run"
+    raw = {"model": {"model": str(tiny_dir), "device": "cpu", "dtype": "float32"}, "saes": {"folder": str(saes)},
+           "data_dir": str(data_dir), "run_dir": str(run), "seed": 0, "stages": ["direction", "search", "search_table"],
+           "direction": {"n_train": 4, "n_val": 3, "selection": {"layers": [1, 2], "positions": [-1], "max_kl": 1e9,
+                                                                 "min_induce": -1e9}},
+           "search": {"k_per_layer": 4, "ig_steps": 2, "n_attribution": 4, "n_harmless": 4, "n_val": 8, "top_k": [2, 4],
+                      "clamps": [0, -1], "n_random": 2, "greedy_seeds": 2, "n_card_prompts": 2, "max_new_tokens": 3},
+           "search_table": {"datasets": [str(heldout)], "n": 12, "n_harmless": 3}}
+    logs: list[str] = []
+    report = run_pipeline(load_config(raw=raw), logs.append)
+    text = "\n".join(logs)
+    assert "[2/3] search" in text and "K* " in text and "[3/3] search_table" in text and "refused held-out prompts" in text
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert {"search/candidates", "search/choice", "search/greedy", "search/cards", "search/table"} <= set(stages)
+    table = json.loads((run / "search/table/result.json").read_text())
+    assert table["data"]["n_total"] == 12 and table["meta"]["config"]["n"] == 12  # the sample joins the identity
+    gens = [json.loads(line) for line in (run / "search/table/generations.jsonl").read_text().splitlines()]
+    assert sum(g["row"] == "unclamped" for g in gens) == table["data"]["n_refused"]  # the "before" of each prompt
+    page = report.read_text()
+    assert '<section id="search">' in page and '<section id="cards">' in page and "Example generations before" in page
+    logs.clear()
+    run_pipeline(load_config(raw=raw), logs.append)  # complete: every stage skipped
+    assert sum("complete for this config: skipped" in line for line in logs) == 3
+    from refusal_sae.report.browser import browser_missing, check_in_browser
+
+    if (why := browser_missing()) is not None:
+        pytest.skip(f"browser check: {why}")
+    res = check_in_browser(report)
+    assert res.figures >= 6 and res.drawn == res.figures and res.errors == [] and res.overflowing == 0

@@ -2,8 +2,9 @@
 
 A stage is one :class:`Stage` entry: its config type (the YAML section of the same name), a runner
 ``(context, cfg) -> result``, checks against the model's facts before any work, a ``plan`` for ``--dry-run``, the
-stages it needs before it, and the datasets it reads. Adding a stage (feature search, interactions, analyses) is one
-:func:`register_stage` call; see docs/run.md, "Adding a stage".
+stages it needs before it, and the datasets it reads. Adding a stage (interactions, dormant features, analyses) is
+one :func:`register_stage` call (the feature search below is two: ``search`` and ``search_table``); see docs/run.md,
+"Adding a stage".
 
 Import is torch-free: runners import the heavy modules when they run.
 """
@@ -19,6 +20,7 @@ from refusal_sae.direction.config import CalibrationConfig, DirectionConfig
 from refusal_sae.errors import ConfigError
 from refusal_sae.saes.stage import SaeMetricsConfig
 from refusal_sae.scoring.config import EvalConfig
+from refusal_sae.search.config import SearchConfig
 
 DIRECTION_SPLITS = ("harmful_train", "harmless_train", "harmful_val", "harmless_val")
 DISCOVERY = 32 * 12  # refusal-token discovery: 32 greedy generations of 12 tokens
@@ -352,3 +354,125 @@ register_stage(Stage(
     "eval", list[EvalStep], _run_eval, _plan_eval, _check_eval, requires=_requires_eval,
     datasets=lambda cfg: [e.dataset for e in cfg], default=_default_evals, summary=_sum_eval,
     doc="judged greedy generations on prompt sets, each optionally under a direction intervention"))
+
+
+# --- feature search -----------------------------------------------------------------------------------------------
+SEARCH_SPLITS = ("harmful_train", "harmless_train", "harmful_val")
+CARD_SPLITS = ("harmful_train", "harmless_train")  # the feature cards' corpus (saes.config.TRAIN_DATASETS)
+
+
+def _sae_layers(ctx: CheckContext) -> tuple[int, ...] | None:
+    """The SAEs' layers when every one is known (folders' cfg.json, release ids), else ``None``."""
+    sf = ctx.sae_facts
+    if sf is None or not sf.entries or any(e["layer"] is None for e in sf.entries):
+        return None
+    return tuple(sorted({e["layer"] for e in sf.entries}))
+
+
+def _check_search(ctx: CheckContext, cfg: SearchConfig) -> None:
+    from refusal_sae.scoring.judge import get_judge
+
+    cfg.validate(_sae_layers(ctx))
+    get_judge(cfg.judge)
+
+
+def _plan_search(ctx: CheckContext, cfg: SearchConfig) -> list[PlanRow]:
+    layers = cfg.layers or _sae_layers(ctx)
+    n_layers = len(layers) if layers else None
+    n_attr = ctx.size("harmful_train", cfg.n_attribution)
+    n_harmless = ctx.size("harmless_train", cfg.n_harmless)
+    n_val = ctx.size("harmful_val", cfg.n_val)
+    grid = len(cfg.top_k) * len(cfg.clamps)
+    k_max = max(cfg.top_k)
+    chains = cfg.greedy_seeds + len(cfg.greedy_taus) - 1
+    rounds = -(-k_max // cfg.greedy_block) + k_max  # block pass, then single features (upper bound)
+    cards = sum(ctx.size(d, cfg.n_card_prompts) for d in CARD_SPLITS)
+    where = f"{n_layers if n_layers is not None else '?'} SAE layers"
+    # LA-IG: ig_steps interpolated forward + backward passes (about 3 forwards each) and the clean / patched runs
+    return [
+        PlanRow("search", f"candidates: {cfg.k_per_layer}/layer × {where} by decoder cosine, LA-IG ({cfg.ig_steps} "
+                f"steps), baselines", n_attr + n_harmless, n_attr * (3 * cfg.ig_steps + 2) + n_attr + n_harmless),
+        PlanRow("search", f"K* × c grid {list(cfg.top_k)} × {[f'{c:g}' for c in cfg.clamps]} on {n_val} harmful_val, "
+                f"{cfg.n_random} random sets per tried cell", n_val, n_val * (1 + grid + cfg.n_random),
+                n_val * (1 + grid + cfg.n_random) * cfg.max_new_tokens),
+        PlanRow("search", f"greedy minimal set: {chains} chains, ≤{rounds} rounds; judged confirmation", n_attr,
+                n_attr * (1 + rounds * chains) + 3 * n_val, 3 * n_val * cfg.max_new_tokens),
+        PlanRow("search", f"feature cards: {cards} corpus prompts + their responses", cards, 2 * cards, cards * 64)]
+
+
+def _run_search(ctx, cfg: SearchConfig):
+    from refusal_sae.search.stage import run_search_stage
+
+    return run_search_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir)
+
+
+def _sum_search(res) -> str:
+    _, choice, greedy, _ = res
+    feats = ", ".join(f"L{L}:{f}" for L, f in greedy.minimal.items[:6]) + (" …" if len(greedy.minimal) > 6 else "")
+    return (f"K* {choice.k}, c {choice.c:g}{'' if choice.met else ' (rule not met)'}; minimal set {len(greedy.minimal)} "
+            f"of {len(greedy.start)}: {feats}")
+
+
+register_stage(Stage(
+    "search", SearchConfig, _run_search, _plan_search, _check_search, requires=lambda cfg: ("direction",),
+    datasets=lambda cfg: SEARCH_SPLITS, uses_saes=True, summary=_sum_search,
+    doc="SAE features that carry refusal: decoder-cosine candidates ranked by LA-IG, K* and c chosen on harmful_val "
+        "against random sets, greedy minimal set, feature cards"))
+
+
+@dataclass
+class SearchTableConfig:
+    """The feature search's held-out comparison table (``refusal_sae.search.table``): the only search step that reads
+    test splits, after every choice was made on training and validation splits."""
+
+    datasets: tuple[str, ...] = ("jailbreakbench", "harmbench_test")  # harmful held-out sets
+    n: int | None = None  # a seeded sample of each (None: every prompt)
+    n_harmless: int = 64  # harmless_test prompts for the capability cost
+
+    def __post_init__(self) -> None:
+        self.datasets = tuple(self.datasets)
+        if not self.datasets:
+            raise ConfigError("datasets is empty: name the held-out harmful sets, e.g. [jailbreakbench]")
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"n must be positive, got {self.n}")
+        if self.n_harmless < 1:
+            raise ConfigError(f"n_harmless must be positive, got {self.n_harmless}")
+
+
+def _check_table(ctx: CheckContext, cfg: SearchTableConfig) -> None:
+    search = ctx.config.stage_configs.get("search")
+    for d in cfg.datasets:
+        if search is not None and d in SEARCH_SPLITS:
+            raise ConfigError(f"datasets: {d} is a split the search fits or selects on; the table must be held out "
+                              "(e.g. jailbreakbench, harmbench_test)")
+
+
+def _plan_table(ctx: CheckContext, cfg: SearchTableConfig) -> list[PlanRow]:
+    search = ctx.config.stage_configs["search"]
+    n = sum(ctx.size(d, cfg.n) for d in cfg.datasets)
+    h = ctx.size("harmless_test", cfg.n_harmless)
+    # unclamped, 7 rows, per-prompt sets, 2 × n_random random controls; harmless: clean + 8 clamped, KL
+    gens = n * (1 + 7 + 1 + 2 * search.n_random) + h * 9
+    return [PlanRow("search_table", f"{n} held-out prompts ({', '.join(cfg.datasets)}; the refused ones) × 10 rows "
+                    f"+ {2 * search.n_random} random sets; capability cost on {h} harmless_test", n + h,
+                    gens + n * (3 * search.ig_steps + 2) + 8 * h, gens * search.max_new_tokens)]
+
+
+def _run_table(ctx, cfg: SearchTableConfig):
+    from refusal_sae.search.stage import run_table_stage
+
+    return run_table_stage(ctx.handle, ctx.saes(), ctx.run, cfg.datasets, cfg.n_harmless, ctx.data_dir, n=cfg.n)
+
+
+def _sum_table(res) -> str:
+    rows = {r.name: r for r in res.rows}
+    show = [n for n in ("direction ablation (AS)", "ours, global", "greedy minimal set", "random (K*)") if n in rows]
+    return f"{res.n_refused} refused held-out prompts; complied: " + ", ".join(
+        f"{n} {rows[n].complied}/{rows[n].n}" for n in show)
+
+
+register_stage(Stage(
+    "search_table", SearchTableConfig, _run_table, _plan_table, _check_table, requires=lambda cfg: ("search",),
+    datasets=lambda cfg: (*cfg.datasets, "harmless_test"), uses_saes=True, summary=_sum_table,
+    doc="the search's held-out comparison table: ours vs direction ablation, baselines and random controls (Wilson "
+        "CIs, capability cost, McNemar)"))

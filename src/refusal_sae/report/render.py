@@ -125,7 +125,7 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, examples: 
     from plotly.offline import get_plotlyjs
 
     from refusal_sae.errors import DataError
-    from refusal_sae.report import sections  # noqa: F401  (registers the built-in sections)
+    from refusal_sae.report import search, sections  # noqa: F401  (register the built-in sections)
     from refusal_sae.runs import atomic_path
 
     run_dir = Path(run_dir)

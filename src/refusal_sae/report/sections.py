@@ -355,14 +355,22 @@ def render_card(card: dict, group: str, stage: str) -> str:
 
 
 def render_cards(views: list[ResultView], ctx: ReportContext) -> str:
+    """Cards of every result holding them; a result's ``cosine`` map (``"layer:feature"`` → decoder cosine with the
+    direction) and ``found_by`` (e.g. the search's cards: "greedy minimal set") annotate its cards."""
     out = []
     for v in views:
         cards = _cards_of(v.data)
         if not cards:
             continue
         stage = v.data.get("stage") or v.name.split("/")[0]
+        cosine = v.data.get("cosine") if isinstance(v.data.get("cosine"), dict) else {}
+        found_by = v.data.get("found_by")
+        cards = [(g, {**c, **({"decoder_cosine": cosine[f"{c.get('layer')}:{c['feature']}"]}
+                                if f"{c.get('layer')}:{c['feature']}" in cosine else {}),
+                      **({"found_by": f"{stage}: {found_by}"} if found_by and "found_by" not in c else {})})
+                 for g, c in cards]
         out.append(f"<h3><code>{esc(v.name)}</code>: {len(cards)} latents</h3><div class='cards'>"
-                   + "".join(render_card(c, g, stage) for g, c in cards) + "</div>")
+                   + "".join(render_card(c, "" if g == "cards" else g, stage) for g, c in cards) + "</div>")
     if not out:
         return ""
     out.insert(0, "<p class='note'>Top-activating contexts of each latent (activating token highlighted, its activation "
@@ -376,7 +384,7 @@ for spec in (
     SectionSpec("run", "Run", (), "run", render_run),
     SectionSpec("direction", "Refusal direction", ("direction", "harm_vs_refusal"), "direction", render_direction),
     SectionSpec("sae-quality", "SAE quality per layer", ("sae_metrics",), "sae_metrics", render_saes),
-    SectionSpec("search", "Feature search: comparison with CIs, flip curves", ("search_table",), "search"),
+    SectionSpec("search", "Feature search: comparison with CIs, flip curves", ("search_table",), "search"),  # report/search.py
     SectionSpec("interactions", "Feature interactions (FM): heatmap and K-sweep", ("interactions",), "interactions"),
     SectionSpec("dormant", "Dormant features by round", ("dormant",), "dormant"),
     SectionSpec("upstream", "Upstream → downstream features", ("upstream",), "analyses"),
