@@ -196,11 +196,11 @@ def test_search_settings_fail_before_any_work(tiny_dir, data_dir, sae_dir, raw, 
 
 def test_plan_of_the_search(tiny_dir, data_dir, sae_dir):
     plan = _check({"stages": ["direction", "search", "search_table"], "saes": {"folder": str(sae_dir)},
-                   "search": {"k_per_layer": 4, "top_k": [2, 4], "clamps": [0, -1], "n_attribution": 5, "n_val": 6,
+                   "search": {"k_per_layer": 4, "top_k": [2, 4], "clamps": [0, -1], "n_attribution": 5, "n_val": 6, "ig_steps": 2,
                               "n_harmless": 7, "n_random": 2, "n_card_prompts": 3, "max_new_tokens": 8},
                    "search_table": {"datasets": ["jailbreakbench"], "n": 9, "n_harmless": 4}}, tiny_dir, data_dir)
     rows = {r.what.split(":")[0]: r for r in plan.rows if r.stage.startswith("search")}
-    assert rows["candidates"].prompts == 5 + 7 and "4/layer × 1 SAE layers" in rows["candidates"].what
+    assert rows["candidates"].prompts == 5 + 7 and rows["candidates"].what == "candidates: 4/layer × 1 SAE layers, LA-IG 2 steps"
     grid = next(r for r in plan.rows if r.what.startswith("K* × c grid"))
     assert grid.prompts == 6 and grid.generated == 6 * (1 + 4 + 2) * 8
     assert rows["feature cards"].prompts == 6

@@ -388,14 +388,15 @@ def _plan_search(ctx: CheckContext, cfg: SearchConfig) -> list[PlanRow]:
     rounds = -(-k_max // cfg.greedy_block) + k_max  # block pass, then single features (upper bound)
     cards = sum(ctx.size(d, cfg.n_card_prompts) for d in CARD_SPLITS)
     where = f"{n_layers if n_layers is not None else '?'} SAE layers"
+    ks = ",".join(map(str, cfg.top_k))
+    cs = ",".join(f"{c:g}" for c in cfg.clamps)
     # LA-IG: ig_steps interpolated forward + backward passes (about 3 forwards each) and the clean / patched runs
     return [
-        PlanRow("search", f"candidates: {cfg.k_per_layer}/layer × {where} by decoder cosine, LA-IG ({cfg.ig_steps} "
-                f"steps), baselines", n_attr + n_harmless, n_attr * (3 * cfg.ig_steps + 2) + n_attr + n_harmless),
-        PlanRow("search", f"K* × c grid {list(cfg.top_k)} × {[f'{c:g}' for c in cfg.clamps]} on {n_val} harmful_val, "
-                f"{cfg.n_random} random sets per tried cell", n_val, n_val * (1 + grid + cfg.n_random),
-                n_val * (1 + grid + cfg.n_random) * cfg.max_new_tokens),
-        PlanRow("search", f"greedy minimal set: {chains} chains, ≤{rounds} rounds; judged confirmation", n_attr,
+        PlanRow("search", f"candidates: {cfg.k_per_layer}/layer × {where}, LA-IG {cfg.ig_steps} steps",
+                n_attr + n_harmless, n_attr * (3 * cfg.ig_steps + 2) + n_attr + n_harmless),
+        PlanRow("search", f"K* × c grid: K {ks} × c {cs}, {cfg.n_random} random sets per cell", n_val,
+                n_val * (1 + grid + cfg.n_random), n_val * (1 + grid + cfg.n_random) * cfg.max_new_tokens),
+        PlanRow("search", f"greedy minimal set: {chains} chains, ≤{rounds} rounds; judged on {n_val}", n_attr,
                 n_attr * (1 + rounds * chains) + 3 * n_val, 3 * n_val * cfg.max_new_tokens),
         PlanRow("search", f"feature cards: {cards} corpus prompts + their responses", cards, 2 * cards, cards * 64)]
 
@@ -453,8 +454,8 @@ def _plan_table(ctx: CheckContext, cfg: SearchTableConfig) -> list[PlanRow]:
     h = ctx.size("harmless_test", cfg.n_harmless)
     # unclamped, 7 rows, per-prompt sets, 2 × n_random random controls; harmless: clean + 8 clamped, KL
     gens = n * (1 + 7 + 1 + 2 * search.n_random) + h * 9
-    return [PlanRow("search_table", f"{n} held-out prompts ({', '.join(cfg.datasets)}; the refused ones) × 10 rows "
-                    f"+ {2 * search.n_random} random sets; capability cost on {h} harmless_test", n + h,
+    return [PlanRow("search_table", f"{n} held-out × 8 rows + {2 * search.n_random} random; cost on {h} harmless_test",
+                    n + h,
                     gens + n * (3 * search.ig_steps + 2) + 8 * h, gens * search.max_new_tokens)]
 
 
