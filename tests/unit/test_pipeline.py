@@ -260,30 +260,50 @@ def test_paper_configs_dry_run_offline_and_bad_config_errors(tmp_path):
                                 "massive_k, massive_ratio, selection")
 
 
-def test_gemma_config_runs_on_a_tiny_gemma2_with_a_local_sae(gemma_dir, sae_dir, data_dir, tmp_path):
-    """The full pipeline through configs/gemma-2-2b-it.yaml: only the model, the SAEs, the device and sizes change."""
+def test_gemma_config_runs_on_a_tiny_gemma2_with_a_local_sae(gemma_dir, sae_dir, data_dir, tmp_path, monkeypatch):
+    """The full pipeline through configs/gemma-2-2b-it.yaml, the feature search included: only the model, the SAEs,
+    the device and sizes change. In-process (typer's runner) so that the search's judge can be the hash judge: a
+    random tiny model never refuses, and a search needs refused prompts."""
+    from typer.testing import CliRunner
+
+    import refusal_sae.search.stage as search_stage
+    from refusal_sae.cli import app
+    from tests.unit.test_search import HashJudge
+
+    monkeypatch.setattr(search_stage, "get_judge", lambda spec: HashJudge())
     run = tmp_path / "run"
     small = ["direction.n_train=6", "direction.n_val=4", "direction.selection.layers=[1, 2]",
              "direction.selection.max_kl=1e9", "direction.selection.min_induce=-1e9", "harm_vs_refusal.layers=[1, 2]",
              "sae_metrics.n_prompts=3", "sae_metrics.max_new_tokens=4", "sae_metrics.ce_batches=1",
              "calibrate_actadd.n=3", "calibrate_actadd.coeffs=[1, 2]", "calibrate_actadd.judge=substring",
-             "calibrate_actadd.max_new_tokens=4", "eval.*.n=3", "eval.*.max_new_tokens=4", "eval.*.judge=substring"]
+             "calibrate_actadd.max_new_tokens=4", "eval.*.n=3", "eval.*.max_new_tokens=4", "eval.*.judge=substring",
+             "search.k_per_layer=4", "search.top_k=[2, 4]", "search.clamps=[0, -1]", "search.ig_steps=2",
+             "search.n_attribution=4", "search.n_harmless=4", "search.n_val=8", "search.n_random=2",
+             "search.greedy_seeds=2", "search.n_card_prompts=2", "search.max_new_tokens=3", "search.batch_size=4",
+             "search_table.n=6", "search_table.n_harmless=3"]
     args = ["run", str(CONFIGS / "gemma-2-2b-it.yaml"), "--model", str(gemma_dir), "--saes", str(sae_dir),
             "--device", "cpu", "--dtype", "float32", "--run-dir", str(run), "--data-dir", str(data_dir),
             *[a for s in small for a in ("--set", s)]]
-    r = cli(*args)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"report: {run / 'report.html'}" in r.stdout and "[5/5] eval" in r.stdout
+    runner = CliRunner()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, (r.output[-3000:], r.exception)
+    assert f"report: {run / 'report.html'}" in r.output and "[5/7] eval" in r.output and "[7/7] search_table" in r.output
     manifest = json.loads((run / "manifest.json").read_text())
-    assert set(manifest["stages"]) >= {"direction", "harm_vs_refusal", "sae_metrics", "actadd_calibration"}
+    assert set(manifest["stages"]) >= {"direction", "harm_vs_refusal", "sae_metrics", "actadd_calibration",
+                                       "search/candidates", "search/choice", "search/greedy", "search/cards", "search/table"}
     assert sum(k.startswith("eval/") for k in manifest["stages"]) == 6 + 2  # six evals + two calibration coefficients
     assert manifest["saes"][H1]["source"] == str(sae_dir / H1) and manifest["pipeline"]["stages"][0] == "direction"
     sae = json.loads((run / "sae_metrics" / "result.json").read_text())["data"]
     assert [row["layer"] for row in sae["rows"]] == [1] and sae["rows"][0]["d_sae"] == 96
+    table = json.loads((run / "search" / "table" / "result.json").read_text())["data"]
+    assert table["datasets"] == ["jailbreakbench", "harmbench_test"] and table["n_total"] == 12  # 6 of each
     page = (run / "report.html").read_text()
-    assert '<section id="sae-quality">' in page and '<section id="evals">' in page
-    r2 = cli(*args)  # everything complete: skipped
-    assert r2.returncode == 0 and r2.stdout.count("complete for this config: skipped") == 5
+    for sid in ("sae-quality", "evals", "search"):
+        assert f'<section id="{sid}">' in page, sid
+    cards = json.loads((run / "search" / "cards" / "result.json").read_text())["data"]["cards"]
+    assert ('<section id="cards">' in page) == bool(cards)  # a random SAE's minimal set may be empty
+    r2 = runner.invoke(app, args)  # everything complete: skipped
+    assert r2.exit_code == 0 and r2.output.count("complete for this config: skipped") == 7
 
 
 def _results(run: Path) -> dict[str, object]:

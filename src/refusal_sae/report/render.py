@@ -3,7 +3,8 @@
 Every stage folder's ``result.json`` is read as a :class:`ResultView` (kind, schema, meta, data, row files). The
 report's sections are a registry (:data:`SECTIONS`) keyed by result kind: a section is drawn when the run directory
 holds results of its kinds and otherwise shows one "not run" line. A later stage's section is one
-:func:`register_section` call with a function ``(views, ctx) -> html``; see docs/run.md, "Adding a stage".
+:func:`register_section` call with a function ``(views, ctx) -> html`` in a module of this package (found by
+:func:`register_builtin_sections`); see docs/run.md, "Adding a stage".
 
 Figures are Plotly, with plotly.js inlined once in the page's head, so the file opens offline in any browser.
 """
@@ -108,6 +109,21 @@ def register_section(spec: SectionSpec, replace: bool = True) -> None:
     SECTIONS.append(spec)
 
 
+def register_builtin_sections() -> None:
+    """Import every module of this package: ``sections`` first (the report's order, with the planned sections), then
+    each stage's renderer module (``search``, ...), whose ``register_section`` call takes its planned place. Adding a
+    stage's section is adding its module; nothing here changes."""
+    import importlib
+    import pkgutil
+
+    import refusal_sae.report as pkg
+
+    importlib.import_module("refusal_sae.report.sections")
+    for mod in sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)):
+        if mod not in ("render", "browser", "sections"):
+            importlib.import_module(f"refusal_sae.report.{mod}")
+
+
 def esc(text) -> str:
     return html.escape(str(text), quote=True)
 
@@ -125,7 +141,7 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, examples: 
     from plotly.offline import get_plotlyjs
 
     from refusal_sae.errors import DataError
-    from refusal_sae.report import search, sections  # noqa: F401  (register the built-in sections)
+    register_builtin_sections()
     from refusal_sae.runs import atomic_path
 
     run_dir = Path(run_dir)
