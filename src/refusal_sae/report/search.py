@@ -60,8 +60,10 @@ def _lead(cands: ResultView | None, choice: ResultView | None, greedy: ResultVie
                         "shown") + ".")
     if greedy is not None:
         d = greedy.data
-        parts.append(f"Greedy filtering keeps <b>{len(d['minimal']['items'])} of {len(d['start']['items'])}</b> features "
-                     f"(tau {d['tau']:g}): {esc(_features(d['minimal']['items']))}.")
+        kept = d["minimal"]["items"]
+        parts.append(f"Greedy filtering keeps <b>{len(kept)} of {len(d['start']['items'])}</b> features (tau {d['tau']:g})"
+                     + (f": {esc(_features(kept))}." if kept else ": no feature is kept by every order (the minimal "
+                        "set is empty; its rows below are the unclamped model)."))
     return "<p class='lead'>" + " ".join(parts) + "</p>" if parts else ""
 
 
@@ -231,7 +233,8 @@ def _greedy(v: ResultView, ctx: ReportContext, cosine: dict[str, float]) -> str:
               + _table(["set", "n", "complied [95% CI]", "degenerate [95% CI]"], crow)
               + f"<p class='note'>minimal / full complied: {_f(d.get('kept_flip_ratio'), '.2f')}</p></div>"
               + "<div><h4>tau sweep (seed 0)</h4>" + _table(["tau", "kept", "score", "flipped"], sweep, num_from=0) + "</div>"
-              + "<div><h4>minimal set</h4>" + _table(["layer", "feature", "decoder cos"], minimal) + "</div></div>")
+              + "<div><h4>minimal set</h4>" + (_table(["layer", "feature", "decoder cos"], minimal) if minimal
+                                                 else "<p class='note'>empty</p>") + "</div></div>")
     return ("<h3>Greedy minimal set</h3><p class='note'>Blocks, then single features, are dropped when the mean refusal "
             "score (over the attribution prompts, the rest still clamped) moves by at most tau; the minimal set is "
             "what every seeded order keeps.</p>" + ctx.figure(fig, height=360) + tables)
