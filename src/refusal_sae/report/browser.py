@@ -38,9 +38,9 @@ def browser_missing() -> str | None:
 
 
 def check_in_browser(page: str | Path, screenshot: str | Path | None = None, width: int = 1400,
-                     height: int | None = None, timeout: float = 60.0) -> BrowserCheck:
+                     height: int | None = None, timeout: float = 60.0, section: str | None = None) -> BrowserCheck:
     """Load ``page``, wait for its figures, screenshot ``width`` × ``height`` CSS pixels from the top (default: the
-    whole page)."""
+    whole page), or the whole ``<section id=section>``."""
     from selenium import webdriver
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
@@ -67,7 +67,11 @@ def check_in_browser(page: str | Path, screenshot: str | Path | None = None, wid
         settle()
         overflowing = driver.execute_script(_OVERFLOWING)  # before any window resize re-fits them
         full = int(driver.execute_script("return document.documentElement.scrollHeight"))
-        if screenshot is not None:
+        if screenshot is not None and section is not None:
+            driver.set_window_size(width, full)  # every figure laid out at its final size, then the section alone
+            settle()
+            driver.find_element("id", section).screenshot(str(screenshot))
+        elif screenshot is not None:
             driver.set_window_size(width, min(full, height) if height else full)
             driver.execute_script("window.scrollTo(0, 0)")
             settle()
