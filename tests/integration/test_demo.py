@@ -1,5 +1,6 @@
-"""`refusal-sae demo` on the embedded model, through the packaged demo config at a further-reduced size (~1-2 min on
-2 idle cores): every stage, the run directory, the report (and, where Chromium is installed, that it draws)."""
+"""`refusal-sae demo` on the embedded model, through the packaged demo config at a further-reduced size (a few minutes
+on 2 idle cores): every stage (the feature search and its table included), the run directory, the report (and, where
+Chromium is installed, that it draws)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ SMALLER = ["direction.n_train=16", "direction.n_val=8", "direction.selection.lay
            "direction.selection.max_kl=1", "harm_vs_refusal.layers=[20]", "sae_metrics.n_prompts=4",
            "sae_metrics.max_new_tokens=16", "sae_metrics.ce_batches=1", "calibrate_actadd.n=8",
            "calibrate_actadd.coeffs=[1.0, 1.5]", "calibrate_actadd.max_new_tokens=16", "eval.*.n=8",
-           "eval.*.max_new_tokens=24"]
+           "eval.*.max_new_tokens=24", "search.layers=[17, 20]", "search.k_per_layer=3", "search.top_k=[3, 6]",
+           "search.clamps=[0]", "search.ig_steps=2", "search.n_attribution=4", "search.n_harmless=4", "search.n_val=8",
+           "search.n_random=1", "search.greedy_seeds=1", "search.greedy_taus=[0.1]", "search.n_card_prompts=2",
+           "search.max_new_tokens=16", "search_table.n=4", "search_table.n_harmless=4"]
 
 
 @pytest.mark.slow
@@ -31,11 +35,14 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, data_dir):
     assert len(evals) == 4 + 2 and any(k.endswith("__jailbreakbench__ablate") for k in evals)
     direction = json.loads((run / "direction" / "result.json").read_text())["data"]
     assert direction["chosen"]["layer"] in (18, 20)
+    assert {"search/candidates", "search/choice", "search/greedy", "search/cards", "search/table"} <= set(manifest["stages"])
+    table = json.loads((run / "search" / "table" / "result.json").read_text())["data"]
+    assert table["n_total"] == 8 and table["n_refused"] >= 1 and table["k"] in (3, 6)
     page = (run / "report.html").read_text()
-    for sid in ("direction", "sae-quality", "calibration", "evals"):
+    for sid in ("direction", "sae-quality", "search", "calibration", "evals"):
         assert f'<section id="{sid}">' in page
     from refusal_sae.report.browser import browser_missing, check_in_browser
 
     if browser_missing() is None:
         res = check_in_browser(run / "report.html", tmp_path / "demo.png")
-        assert res.drawn == res.figures >= 8 and res.errors == []
+        assert res.drawn == res.figures >= 14 and res.errors == []
