@@ -139,6 +139,7 @@ def _choice(v: ResultView, ctx: ReportContext) -> str:
     ks = sorted({r["k"] for r in rows})
     cs = sorted({r["c"] for r in rows}, key=lambda c: (abs(c), c))
     cell = {(r["k"], r["c"]): r for r in rows}
+    max_degenerate = cfg.get("max_degenerate")
     z, text = [], []
     for c in cs:
         zr, tr = [], []
@@ -148,8 +149,13 @@ def _choice(v: ResultView, ctx: ReportContext) -> str:
             if r is None:
                 tr.append("")
                 continue
-            rnd = "not run" if r.get("random_flip") is None else f"{r['random_flip']:.2f}"
-            tr.append(f"{r['complied']}/{r['n']} complied<br>{r['degenerate']} degenerate<br>random flip {rnd}")
+            if r.get("random_flip") is not None:
+                rnd = f"random flip {r['random_flip']:.2f}"
+            elif r.get("eligible") is False:
+                rnd = f"degenerate > {max_degenerate:g}" if max_degenerate is not None else "not eligible"
+            else:
+                rnd = "controls not needed"
+            tr.append(f"{r['complied']}/{r['n']} complied<br>{r['degenerate']} degenerate<br>{rnd}")
         z.append(zr)
         text.append(tr)
     fig = go.Figure(go.Heatmap(z=z, x=[str(k) for k in ks], y=[f"{c:g}" for c in cs], text=text,
@@ -158,7 +164,7 @@ def _choice(v: ResultView, ctx: ReportContext) -> str:
     bad = [r for r in rows if r.get("eligible") is False]
     if bad:
         fig.add_trace(go.Scatter(x=[str(r["k"]) for r in bad], y=[f"{r['c']:g}" for r in bad], mode="markers",
-                                 marker=dict(symbol="x-thin", size=26, line=dict(width=2, color="rgba(0,0,0,0.55)")),
+                                 marker=dict(symbol="x-thin", size=26, line=dict(width=2, color="rgba(0,0,0,0.3)")),
                                  hoverinfo="skip", name="not eligible"))
     fig.add_trace(go.Scatter(x=[str(d["k"])], y=[f"{d['c']:g}"], mode="markers", hoverinfo="skip", name="chosen",
                              marker=dict(symbol="star", size=18, color="#ffd33d", line=dict(width=1.5, color="black"))))
@@ -176,6 +182,9 @@ def _choice(v: ResultView, ctx: ReportContext) -> str:
         fig.add_trace(go.Scatter(x=[r["k"] for r in pts], y=rates, mode="lines+markers", name=f"ours, c={c:g}",
                                  line=dict(color=col),
                                  error_y=_error_bars(rates, cis)))
+        fig.add_trace(go.Scatter(x=[r["k"] for r in pts], y=[r["degenerate"] / max(r["n"], 1) for r in pts],
+                                 mode="lines", name=f"degenerate, c={c:g}", line=dict(color=col, dash="dash", width=1),
+                                 opacity=0.6, visible="legendonly" if len(cs) > 3 else True))
         rnd = [r for r in pts if r.get("random_flip") is not None]
         if rnd:
             fig.add_trace(go.Scatter(x=[r["k"] for r in rnd], y=[r["random_flip"] for r in rnd], mode="markers",
@@ -183,16 +192,25 @@ def _choice(v: ResultView, ctx: ReportContext) -> str:
                                      marker=dict(symbol="diamond-open", size=10, color=col)))
     limit = cfg.get("max_random_flip")
     if limit is not None:
-        fig.add_hline(y=limit, line_dash="dash", line_color="#888", annotation_text=f"random-flip bound {limit:g}",
+        fig.add_hline(y=limit, line_dash="dot", line_color="#888", annotation_text=f"random-flip bound {limit:g}",
                       annotation_position="top left")
+    if max_degenerate is not None:
+        fig.add_hline(y=max_degenerate, line_dash="dash", line_color="#bf8700", line_width=1,
+                      annotation_text=f"degenerate bound {max_degenerate:g}", annotation_position="top right")
     fig.update_xaxes(tickmode="array", tickvals=ks)
-    fig.update_layout(title="flip curves: complied vs K (95% Wilson CI) and random controls", xaxis_title="K",
+    fig.update_layout(title="flip curves: complied vs K (95% Wilson CI), degenerate (dashed), random sets (◇)",
+                      xaxis_title="K",
                       yaxis_title="complied rate", yaxis_range=[-0.02, 1.05], legend=dict(orientation="h", y=-0.25))
     curves = ctx.figure(fig, height=340)
     note = (f"<p class='note'>Each cell: the top K of the attribution ranking clamped at c, greedy answers to the "
             f"{d['n_refused']} validation prompts the model refuses, judged ({esc(cfg.get('judge', '?'))}). Rule: "
             f"{esc(d['rule'])}. Random controls ({esc(cfg.get('n_random', '?'))} sets of the same per-layer sizes, same "
-            f"clamp) run in ranking order until a cell passes; cells without them could not change the choice.</p>")
+            f"clamp) run in ranking order until a cell passes; cells without them could not change the choice."
+            + ("" if any(r.get("random_flip") is not None for r in rows) else
+               " <b>No random control ran: every cell failed the degenerate bound first</b>, so the chosen cell is the "
+               "one with the most complied answers, unchecked against random sets (the held-out table's random rows "
+               "are then the only control).")
+            + "</p>")
     return "<h3>Choosing K* and c (validation)</h3><div class='grid'>" + heat + curves + "</div>" + note
 
 
