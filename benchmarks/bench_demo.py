@@ -39,6 +39,9 @@ def main() -> int:
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     cmd = [sys.executable, "-m", "refusal_sae", "demo", "--run-dir", str(run_dir), *extra]
+    # the demo's torch threads, as it will see them (a site hook or the caller may have pinned OMP_NUM_THREADS)
+    probe = "import torch; print(torch.get_num_threads())"
+    threads = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout.strip()
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -56,7 +59,7 @@ def main() -> int:
             current = m.group(1)
         elif current and (m := re.match(r"\s+done in ([\d.]+) s", line)):
             stages[current] = float(m.group(1))
-    print(f"\ndemo wall time: {wall:.0f} s = {wall / 60:.1f} min on {os.cpu_count()} cores "
+    print(f"\ndemo wall time: {wall:.0f} s = {wall / 60:.1f} min on {os.cpu_count()} cores, {threads} torch thread(s) "
           f"({'fresh model cache' if not args.keep_cache else 'cached model'}); CPU time {ru.ru_utime + ru.ru_stime:.0f} s; "
           f"load average before {load0[0]:.1f}, after {load1[0]:.1f} (1 min)")
     for kind, s in stages.items():
@@ -64,6 +67,7 @@ def main() -> int:
     print(f"  {'other':20s} {wall - sum(stages.values()):7.1f} s  (start-up, model load and first-use build, checks, report)")
     if args.json:
         print(json.dumps({"wall_s": round(wall, 1), "cpu_s": round(ru.ru_utime + ru.ru_stime, 1), "cores": os.cpu_count(),
+                          "torch_threads": int(threads) if threads.isdigit() else None,
                           "fresh_cache": not args.keep_cache, "load_before": load0, "load_after": load1,
                           "stages_s": {k: round(v, 1) for k, v in stages.items()}}))
     return 0
