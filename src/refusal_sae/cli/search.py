@@ -100,6 +100,7 @@ def search_table_cmd(
     sae_ids: IdsOpt = None,
     datasets: Annotated[str, typer.Option(help="Held-out harmful sets, comma-separated.")] = "jailbreakbench,harmbench_test",
     n_harmless: Annotated[int, typer.Option(help="harmless_test prompts for the capability cost.")] = 64,
+    n: Annotated[Optional[int], typer.Option("--n", help="A seeded sample of this many prompts of each held-out set (default: all).")] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -112,7 +113,7 @@ def search_table_cmd(
     handle = spec.load()
     _, sae_set = resolve_saes(handle, saes, sae_release, sae_ids, run.root)
     table = run_table_stage(handle, sae_set, run, tuple(d.strip() for d in datasets.split(",") if d.strip()),
-                            n_harmless, data_dir)
+                            n_harmless, data_dir, n=n)
     from rich.table import Table
 
     t = Table(title=f"held out: {', '.join(table.datasets)} prompts the model refuses (n={table.n_refused} of "

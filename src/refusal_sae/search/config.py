@@ -41,6 +41,7 @@ class SearchConfig:
     greedy_tau: float = 0.1  # a block / feature is kept when removing it moves the mean refusal score by more
     greedy_taus: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)  # the tau sweep recorded beside the chosen tau
     greedy_seeds: int = 3  # random orders; the minimal set is their intersection
+    n_card_prompts: int = 32  # feature cards: prompts per corpus dataset (harmful_train, harmless_train) + responses
     max_new_tokens: int = 64
     batch_size: int = 32
     judge: str = "default"
@@ -57,6 +58,7 @@ class SearchConfig:
         ints = {"k_per_layer": self.k_per_layer, "ig_steps": self.ig_steps, "n_attribution": self.n_attribution,
                 "n_harmless": self.n_harmless, "n_val": self.n_val, "n_random": self.n_random,
                 "greedy_block": self.greedy_block, "greedy_seeds": self.greedy_seeds,
+                "n_card_prompts": self.n_card_prompts,
                 "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size}
         bad = [f"{k}={v}" for k, v in ints.items() if v < 1]
         if bad:

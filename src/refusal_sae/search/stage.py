@@ -130,7 +130,7 @@ def feature_cards(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: SearchCon
     from refusal_sae.saes.corpus import build_sequences
     from refusal_sae.saes.features import top_activations
 
-    corpus = CorpusConfig(n_prompts=32, seed=cfg.seed)
+    corpus = CorpusConfig(n_prompts=cfg.n_card_prompts, seed=cfg.seed)
     seqs = build_sequences(handle, corpus, data_dir, run.path("responses"), progress=False)
     cards, cosine = [], {}
     for L, ids in greedy.minimal.by_layer().items():
@@ -177,7 +177,9 @@ def run_search_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: Search
     chosen = {"k": choice.k, "c": choice.c}
     greedy = run.run(GreedyResult, ident(*GREEDY_FIELDS) | chosen,
                      lambda: minimal_set(handle, saes, prompts, cfg, cands, choice, progress), name="search/greedy")
-    cards = run.run(FeatureCards, ident(*GREEDY_FIELDS) | chosen,
+    # n_card_prompts joins the identity only when changed, so cards made before it existed keep their hash
+    card_fields = (*GREEDY_FIELDS, *(("n_card_prompts",) if cfg.n_card_prompts != 32 else ()))
+    cards = run.run(FeatureCards, ident(*card_fields) | chosen,
                     lambda: feature_cards(handle, saes, run, cfg, cands, greedy, data_dir), name="search/cards")
     return cands, choice, greedy, cards
 
@@ -186,14 +188,17 @@ TEST_SETS = ("jailbreakbench", "harmbench_test")
 
 
 def run_table_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, datasets: tuple[str, ...] = TEST_SETS,
-                    n_harmless: int = 64, data_dir=None, progress: bool = True) -> SearchTable:
+                    n_harmless: int = 64, data_dir=None, progress: bool = True, n: int | None = None) -> SearchTable:
     """The held-out comparison table (``search/table``) from the run's search results; the only sub-stage that reads
-    test splits, and it reads them after every choice was made."""
+    test splits, and it reads them after every choice was made. ``n``: a seeded sample of that many prompts of each
+    held-out set (None: all of them)."""
     saes.validate(handle)
     if not datasets:
         raise ConfigError("no held-out datasets given")
     if n_harmless < 1:
         raise ConfigError(f"n_harmless must be positive, got {n_harmless}")
+    if n is not None and n < 1:
+        raise ConfigError(f"n must be positive, got {n}")
     direction = DirectionResult.from_run(run.root)
     hint = f"refusal-sae search --run-dir {run.root}"
     cands = run.require(CandidatesResult, hint, "search/candidates")
@@ -202,12 +207,13 @@ def run_table_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, datasets: tu
     used = {**(ChoiceResult.read_meta(run.root / "search/choice") or {}).get("config", {}),  # the search's settings
             **(GreedyResult.read_meta(run.root / "search/greedy") or {}).get("config", {})}
     cfg = SearchConfig(**{k: v for k, v in used.items() if k in SearchConfig.__dataclass_fields__})
-    prompts = [p for d in datasets for p in load_dataset(d, data_dir).instructions]
+    prompts = [p for d in datasets for p in load_dataset(d, data_dir).sample(n, cfg.seed).instructions]
     harmless = load_dataset("harmless_test", data_dir).sample(n_harmless, cfg.seed).instructions
     identity = {"model_revision": handle.revision, "saes": saes.identity(), "datasets": list(datasets),
-                "n_harmless": n_harmless, "upstream": {n: (run.manifest().get("stages", {}).get(n) or {}).get("config_hash")
-                                                       for n in ("direction", "search/candidates", "search/choice",
-                                                                 "search/greedy")}}
+                "n_harmless": n_harmless, "upstream": {s: (run.manifest().get("stages", {}).get(s) or {}).get("config_hash")
+                                                       for s in ("direction", "search/candidates", "search/choice",
+                                                                 "search/greedy")},
+                **({"n": n} if n is not None else {})}  # only when sampled: full-size tables keep their hash
     engine = InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
 
     def compute() -> SearchTable:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from refusal_sae.direction.result import DirectionResult
+from refusal_sae.errors import DataError
 from refusal_sae.interventions.directional import DirectionAblation
 from refusal_sae.interventions.engine import InterventionEngine
 from refusal_sae.models.handle import ModelHandle
@@ -27,7 +28,6 @@ from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge
 from refusal_sae.scoring.stats import wilson_interval
 from refusal_sae.search.attribution import la_ig
 from refusal_sae.search.candidates import per_prompt_sets, prefilter_mask
-from refusal_sae.search.choose import val_refused
 from refusal_sae.search.featureset import FeatureSet, clamp_set, random_sets
 from refusal_sae.search.result import CandidatesResult, ChoiceResult, GreedyResult
 
@@ -95,7 +95,12 @@ def build_table(handle: ModelHandle, saes: SaeSet, engine: InterventionEngine, j
         return [[j.label for j in judge.judge(on, o)] for o in outs]
 
     clean = prompts
-    prompts = val_refused(engine, judge, prompts, max_new_tokens, batch_size)
+    (unclamped,) = gen([[]], "unclamped")  # as choose.val_refused, keeping the answers for the report's before/after
+    (unclamped_labels,) = judge_all([unclamped], clean)
+    kept = [i for i, lab in enumerate(unclamped_labels) if lab == REFUSED]
+    if not kept:
+        raise DataError(f"the model refuses none of the {len(clean)} held-out prompts, so no clamp can flip any")
+    prompts = [clean[i] for i in kept]
     alive = {L: torch.tensor(ids) for L, ids in cands.alive.items()}
     ours = cands.ours.take(k)
     feature_rows: list[tuple[str, str, FeatureSet | None]] = [
@@ -113,9 +118,11 @@ def build_table(handle: ModelHandle, saes: SaeSet, engine: InterventionEngine, j
     labels = judge_all(completions, prompts)
     rows = [row_of(name, what, len(fs) if fs is not None else 0, lab)
             for (name, what, fs), lab in zip(feature_rows, labels, strict=True)]
-    generations = [{"row": name, "instruction": p, "completion": o, "judgement": lab}
-                   for (name, _, _), outs, labs in zip(feature_rows, completions, labels, strict=True)
-                   for p, o, lab in zip(prompts, outs, labs, strict=True)]
+    generations = [{"row": "unclamped", "instruction": clean[i], "completion": unclamped[i], "judgement": REFUSED}
+                   for i in kept]
+    generations += [{"row": name, "instruction": p, "completion": o, "judgement": lab}
+                    for (name, _, _), outs, labs in zip(feature_rows, completions, labels, strict=True)
+                    for p, o, lab in zip(prompts, outs, labs, strict=True)]
     # ours, per prompt: each prompt's own top K* of its attributions within the prefilter
     mask = prefilter_mask(cands.cosines if cands.direction_source == "selected" else cands.cosines_per_layer,
                           k_per_layer)

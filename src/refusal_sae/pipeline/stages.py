@@ -1,0 +1,479 @@
+"""The stage registry: what ``refusal-sae run`` can run, in one table.
+
+A stage is one :class:`Stage` entry: its config type (the YAML section of the same name), a runner
+``(context, cfg) -> result``, checks against the model's facts before any work, a ``plan`` for ``--dry-run``, the
+stages it needs before it, and the datasets it reads. Adding a stage (interactions, dormant features, analyses) is
+one :func:`register_stage` call (the feature search below is two: ``search`` and ``search_table``); see docs/run.md,
+"Adding a stage".
+
+Import is torch-free: runners import the heavy modules when they run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from refusal_sae.direction.config import CalibrationConfig, DirectionConfig
+from refusal_sae.errors import ConfigError
+from refusal_sae.saes.stage import SaeMetricsConfig
+from refusal_sae.scoring.config import EvalConfig
+from refusal_sae.search.config import SearchConfig
+
+DIRECTION_SPLITS = ("harmful_train", "harmless_train", "harmful_val", "harmless_val")
+DISCOVERY = 32 * 12  # refusal-token discovery: 32 greedy generations of 12 tokens
+
+
+# --- the pipeline's own section types -------------------------------------------------------------------------
+@dataclass
+class HarmVsRefusalConfig:
+    """Harm (t_inst) vs refusal direction per layer (uses the direction section's prompts)."""
+
+    layers: tuple[int, ...] | None = None  # None: every layer
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            self.layers = tuple(self.layers)
+            if not self.layers:
+                raise ConfigError("layers is empty (omit it for every layer)")
+
+
+@dataclass
+class EvalStep(EvalConfig):
+    """One evaluation of the ``eval`` stage: an :class:`EvalConfig` whose activation-addition ``coeff`` may be
+    ``calibrated`` (the coefficient chosen by the ``calibrate_actadd`` stage)."""
+
+    coeff: float | Literal["calibrated"] = 1.0
+
+    def resolve(self, calibrated: float | None = None) -> EvalConfig:
+        from dataclasses import fields
+
+        values = {f.name: getattr(self, f.name) for f in fields(EvalConfig)}
+        if values["coeff"] == "calibrated":
+            if calibrated is None:
+                raise ConfigError("coeff: calibrated needs the calibrate_actadd stage")
+            values["coeff"] = calibrated
+        return EvalConfig(**values)
+
+    def label(self) -> str:
+        tag = "" if self.intervention == "none" else f" {self.intervention}"
+        if self.intervention == "actadd":
+            tag += f" ×{self.coeff}" if self.coeff == "calibrated" else f" ×{self.coeff:g}"
+        return f"{self.dataset}{tag}"
+
+
+# --- contexts -----------------------------------------------------------------------------------------------------
+@dataclass
+class CheckContext:
+    """What the checks and the plan see: the whole config, the model's facts (fields ``None`` when unknown
+    offline), the data folder and the size of every dataset the config names."""
+
+    config: Any  # PipelineConfig
+    facts: Any  # ModelFacts
+    data_dir: Path | None
+    dataset_sizes: dict[str, int] = field(default_factory=dict)
+    sae_facts: Any = None  # SaeFacts, when a listed stage uses SAEs
+
+    def size(self, dataset: str, n: int | None) -> int:
+        total = self.dataset_sizes.get(dataset, 0)
+        return total if n is None else min(n, total)
+
+
+@dataclass
+class PlanRow:
+    stage: str
+    what: str
+    prompts: int | None  # prompts read (None: unknown offline)
+    forwards: int | None  # prompt-level forward passes, interventions included
+    generated: int = 0  # greedy tokens generated (upper bound: generation stops at end of turn)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    config_type: Any  # a dataclass, or list[dataclass] for a stage run once per item
+    run: Callable[[Any, Any], Any]  # (RunContext, cfg) -> StageResult (or a list of them)
+    plan: Callable[[CheckContext, Any], list[PlanRow]]
+    check: Callable[[CheckContext, Any], None] = lambda ctx, cfg: None
+    requires: Callable[[Any], Sequence[str]] = lambda cfg: ()  # stages that must come before it in `stages`
+    datasets: Callable[[Any], Sequence[str]] = lambda cfg: ()  # datasets it reads (checked to exist)
+    uses_saes: bool = False
+    default: Callable[[], Any] = dict  # the raw section used when the config has none
+    summary: Callable[[Any], str] = lambda result: ""
+    doc: str = ""
+
+    def default_section(self):
+        return self.default()
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(stage: Stage) -> Stage:
+    """Add a stage; ``stages:`` lists it by name and its settings live in the section of that name."""
+    if stage.name in STAGES:
+        raise ValueError(f"stage {stage.name!r} is already registered")
+    STAGES[stage.name] = stage
+    return stage
+
+
+def default_stages() -> list[str]:
+    """Every registered stage, in registration order (each after the stages it needs)."""
+    return list(STAGES)
+
+
+# --- direction ----------------------------------------------------------------------------------------------------
+def _candidates(ctx: CheckContext, cfg: DirectionConfig) -> int | None:
+    f, s = ctx.facts, cfg.selection
+    if f.n_layers is None:
+        return None
+    layers = list(s.layers) if s.layers is not None else list(range(f.n_layers))
+    layers = [L for L in layers if L < int(f.n_layers * (1 - s.prune_layer_fraction))]  # as select.py prunes
+    if s.positions is None and f.n_post_inst is None:
+        return None
+    return len(layers) * (len(s.positions) if s.positions is not None else f.n_post_inst)
+
+
+def _check_direction(ctx: CheckContext, cfg: DirectionConfig) -> None:
+    harm = ctx.config.stage_configs.get("harm_vs_refusal")
+    harm_layers = tuple(harm.layers or ()) if harm is not None and "harm_vs_refusal" in ctx.config.stages else ()
+    f = ctx.facts
+    if f.n_layers is not None:
+        cfg.validate(f.n_layers, f.n_post_inst if f.n_post_inst is not None else 10**6, harm_layers)
+
+
+def _plan_direction(ctx: CheckContext, cfg: DirectionConfig) -> list[PlanRow]:
+    n_tr = ctx.size("harmful_train", cfg.n_train) + ctx.size("harmless_train", cfg.n_train)
+    n_val = ctx.size("harmful_val", cfg.n_val) + ctx.size("harmless_val", cfg.n_val)
+    cands = _candidates(ctx, cfg)
+    scoring = None if cands is None else cands * (n_val + n_val // 2) + n_val // 2 + n_val
+    what = f"{cands if cands is not None else '?'} candidates (layer × position) scored on {n_val} validation prompts"
+    return [PlanRow("direction", f"difference in means on {n_tr} training prompts", n_tr, n_tr, DISCOVERY),
+            PlanRow("direction", what, n_val, scoring)]
+
+
+def _run_direction(ctx, cfg: DirectionConfig):
+    from refusal_sae.direction.stage import run_direction_stage
+
+    return run_direction_stage(ctx.handle, ctx.run, cfg, ctx.data_dir)
+
+
+def _sum_direction(res) -> str:
+    c = res.chosen
+    return f"position {c.pos}, layer {c.layer}: bypass {c.bypass:.3f}, induce {c.induce:.3f}, KL {c.kl:.4f}"
+
+
+register_stage(Stage(
+    "direction", DirectionConfig, _run_direction, _plan_direction, _check_direction,
+    datasets=lambda cfg: DIRECTION_SPLITS, summary=_sum_direction,
+    doc="refusal direction: difference-in-means candidates selected by bypass / induce / KL (Arditi et al.)"))
+
+
+# --- harm vs refusal ----------------------------------------------------------------------------------------------
+def _harm_layers(ctx, cfg: HarmVsRefusalConfig) -> list[int] | None:
+    n = ctx.facts.n_layers if isinstance(ctx, CheckContext) else ctx.handle.n_layers
+    return list(cfg.layers) if cfg.layers is not None else (None if n is None else list(range(n)))
+
+
+def _plan_harm(ctx: CheckContext, cfg: HarmVsRefusalConfig) -> list[PlanRow]:
+    d = ctx.config.stage_configs["direction"]
+    n_val = ctx.size("harmful_val", d.n_val) + ctx.size("harmless_val", d.n_val)
+    layers = _harm_layers(ctx, cfg)
+    fw = None if layers is None else n_val + 2 * n_val * len(layers)
+    return [PlanRow("harm_vs_refusal", f"{len(layers) if layers else '?'} layers, add / ablate each direction",
+                    n_val, fw)]
+
+
+def _run_harm(ctx, cfg: HarmVsRefusalConfig):
+    from refusal_sae.direction.stage import run_harm_vs_refusal_stage
+
+    return run_harm_vs_refusal_stage(ctx.handle, ctx.run, ctx.config.section("direction"), _harm_layers(ctx, cfg),
+                                     ctx.data_dir)
+
+
+def _sum_harm(res) -> str:
+    best = max(res.rows, key=lambda r: abs(r.cosine), default=None)
+    return "" if best is None else f"{len(res.rows)} layers; largest |cosine| {best.cosine:.2f} at layer {best.layer}"
+
+
+register_stage(Stage(
+    "harm_vs_refusal", HarmVsRefusalConfig, _run_harm, _plan_harm, requires=lambda cfg: ("direction",),
+    datasets=lambda cfg: DIRECTION_SPLITS, summary=_sum_harm,
+    doc="the t_inst harm direction vs the refusal direction per layer: cosine, and each added / ablated"))
+
+
+# --- SAE metrics --------------------------------------------------------------------------------------------------
+def _check_saes(ctx: CheckContext, cfg: SaeMetricsConfig) -> None:
+    from refusal_sae.data.registry import is_test_split
+
+    for d in cfg.datasets:
+        if is_test_split(d):
+            raise ConfigError(f"sae_metrics.datasets: {d} is a held-out test split; SAEs are measured on train / "
+                              "validation splits only")
+    check_sae_facts(ctx)
+
+
+def check_sae_facts(ctx: CheckContext) -> None:
+    """SAE widths against d_model and their hook layers against the model (where both are known)."""
+    sf, f = ctx.sae_facts, ctx.facts
+    if sf is None:
+        return
+    for e in sf.entries:
+        if f.d_model is not None and e["d_in"] is not None and e["d_in"] != f.d_model:
+            raise ConfigError(f"SAE {e['id']} ({sf.source}) has d_in {e['d_in']} but model {f.name} has d_model "
+                              f"{f.d_model}")
+        if f.n_layers is not None and e["layer"] is not None and not 0 <= e["layer"] < f.n_layers:
+            raise ConfigError(f"SAE {e['id']} ({sf.source}) reads layer {e['layer']}, but model {f.name} has layers "
+                              f"0-{f.n_layers - 1}")
+
+
+def _plan_saes(ctx: CheckContext, cfg: SaeMetricsConfig) -> list[PlanRow]:
+    n = sum(ctx.size(d, cfg.n_prompts) for d in cfg.datasets)
+    n_saes = len(ctx.sae_facts.entries) if ctx.sae_facts is not None else 0
+    ce = n if cfg.ce_batches is None else min(n, cfg.ce_batches * cfg.batch_size)
+    return [PlanRow("sae_metrics", f"{n_saes} SAEs on {n} prompts + their greedy responses", n,
+                    n + n + 2 * n_saes * ce, n * cfg.max_new_tokens)]
+
+
+def _run_saes(ctx, cfg: SaeMetricsConfig):
+    from refusal_sae.saes.stage import run_sae_metrics_stage
+
+    return run_sae_metrics_stage(ctx.handle, ctx.run, ctx.saes(), cfg, ctx.data_dir)
+
+
+def _sum_saes(res) -> str:
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    return "; ".join(f"L{r.layer} FVU {f(r.fvu)} rec {f(r.loss_recovered)}" for r in res.rows[:4]) + (
+        f"; … ({len(res.rows)} SAEs)" if len(res.rows) > 4 else "")
+
+
+register_stage(Stage(
+    "sae_metrics", SaeMetricsConfig, _run_saes, _plan_saes, _check_saes, datasets=lambda cfg: cfg.datasets,
+    uses_saes=True, summary=_sum_saes,
+    doc="SAE quality per layer on held-out prompts + responses: FVU, L0, dead latents, loss recovered"))
+
+
+# --- activation-addition calibration ------------------------------------------------------------------------------
+def _check_calibration(ctx: CheckContext, cfg: CalibrationConfig) -> None:
+    from refusal_sae.scoring.judge import get_judge
+
+    cfg.validate(ctx.data_dir)
+    get_judge(cfg.judge)
+
+
+def _plan_calibration(ctx: CheckContext, cfg: CalibrationConfig) -> list[PlanRow]:
+    n = ctx.size(cfg.dataset, cfg.n)
+    k = len(cfg.coeffs)
+    return [PlanRow("calibrate_actadd", f"{k} coefficients × {n} {cfg.dataset} prompts, judged", n * k, n * k,
+                    n * k * cfg.max_new_tokens + DISCOVERY * k)]
+
+
+def _run_calibration(ctx, cfg: CalibrationConfig):
+    from refusal_sae.direction.calibrate import run_actadd_calibration
+
+    return run_actadd_calibration(ctx.handle, ctx.run, cfg, ctx.data_dir)
+
+
+def _sum_calibration(res) -> str:
+    rates = ", ".join(f"×{c:g}: {r:.2f}" for c, r in zip(res.coeffs, res.refusal_rates, strict=True))
+    return f"{rates}; chosen ×{res.chosen:g}" + ("" if res.met else f" (target {res.target:.2f} not met)")
+
+
+register_stage(Stage(
+    "calibrate_actadd", CalibrationConfig, _run_calibration, _plan_calibration, _check_calibration,
+    requires=lambda cfg: ("direction",), datasets=lambda cfg: (cfg.dataset,), summary=_sum_calibration,
+    doc="the smallest activation-addition coefficient that makes the target share of harmless prompts refused"))
+
+
+# --- eval ---------------------------------------------------------------------------------------------------------
+def _check_eval(ctx: CheckContext, cfg: list[EvalStep]) -> None:
+    from refusal_sae.scoring.judge import get_judge
+
+    if not cfg:
+        raise ConfigError("eval: the list of evaluations is empty")
+    for i, e in enumerate(cfg):
+        try:
+            e.resolve(1.0).validate(ctx.facts.n_layers)
+            get_judge(e.judge)
+        except ConfigError as err:
+            raise ConfigError(f"eval[{i}] ({e.label()}): {err}") from None
+
+
+def _requires_eval(cfg: list[EvalStep]) -> tuple[str, ...]:
+    need = []
+    if any(e.intervention != "none" for e in cfg):
+        need.append("direction")
+    if any(e.coeff == "calibrated" for e in cfg):
+        need.append("calibrate_actadd")
+    return tuple(need)
+
+
+def _plan_eval(ctx: CheckContext, cfg: list[EvalStep]) -> list[PlanRow]:
+    rows = []
+    for e in cfg:
+        n = ctx.size(e.dataset, e.n)
+        rows.append(PlanRow("eval", f"{e.label()}: {n} prompts, judged ({e.judge})", n, n,
+                            n * e.max_new_tokens + DISCOVERY))
+    return rows
+
+
+def _run_eval(ctx, cfg: list[EvalStep]):
+    from refusal_sae.direction.result import DirectionResult
+    from refusal_sae.scoring.evaluation import run_eval_stage
+    from refusal_sae.scoring.judge import get_judge
+
+    direction = DirectionResult.from_run(ctx.run.root) if "direction" in _requires_eval(cfg) else None
+    calibrated = None
+    if any(e.coeff == "calibrated" for e in cfg):
+        from refusal_sae.direction.calibrate import ActAddCalibration
+
+        calibrated = ctx.run.require(ActAddCalibration, "refusal-sae calibrate-actadd").chosen
+    judges: dict[str, Any] = {}
+    out = []
+    for e in cfg:
+        judge = judges.setdefault(e.judge, get_judge(e.judge))
+        out.append(run_eval_stage(ctx.handle, ctx.run, e.resolve(calibrated), ctx.data_dir,
+                                  None if e.intervention == "none" else direction, judge))
+    return out
+
+
+def _sum_eval(results) -> str:
+    return "; ".join(f"{r.dataset}: refused {r.counts['refused']}/{r.n}" for r in results)
+
+
+def _default_evals() -> list[dict]:
+    return [{"dataset": "jailbreakbench"}, {"dataset": "jailbreakbench", "intervention": "ablate"},
+            {"dataset": "harmless_test", "n": 100, "intervention": "actadd", "coeff": "calibrated"}]
+
+
+register_stage(Stage(
+    "eval", list[EvalStep], _run_eval, _plan_eval, _check_eval, requires=_requires_eval,
+    datasets=lambda cfg: [e.dataset for e in cfg], default=_default_evals, summary=_sum_eval,
+    doc="judged greedy generations on prompt sets, each optionally under a direction intervention"))
+
+
+# --- feature search -----------------------------------------------------------------------------------------------
+SEARCH_SPLITS = ("harmful_train", "harmless_train", "harmful_val")
+CARD_SPLITS = ("harmful_train", "harmless_train")  # the feature cards' corpus (saes.config.TRAIN_DATASETS)
+
+
+def _sae_layers(ctx: CheckContext) -> tuple[int, ...] | None:
+    """The SAEs' layers when every one is known (folders' cfg.json, release ids), else ``None``."""
+    sf = ctx.sae_facts
+    if sf is None or not sf.entries or any(e["layer"] is None for e in sf.entries):
+        return None
+    return tuple(sorted({e["layer"] for e in sf.entries}))
+
+
+def _check_search(ctx: CheckContext, cfg: SearchConfig) -> None:
+    from refusal_sae.scoring.judge import get_judge
+
+    cfg.validate(_sae_layers(ctx))
+    get_judge(cfg.judge)
+
+
+def _plan_search(ctx: CheckContext, cfg: SearchConfig) -> list[PlanRow]:
+    layers = cfg.layers or _sae_layers(ctx)
+    n_layers = len(layers) if layers else None
+    n_attr = ctx.size("harmful_train", cfg.n_attribution)
+    n_harmless = ctx.size("harmless_train", cfg.n_harmless)
+    n_val = ctx.size("harmful_val", cfg.n_val)
+    grid = len(cfg.top_k) * len(cfg.clamps)
+    k_max = max(cfg.top_k)
+    chains = cfg.greedy_seeds + len(cfg.greedy_taus) - 1
+    rounds = -(-k_max // cfg.greedy_block) + k_max  # block pass, then single features (upper bound)
+    cards = sum(ctx.size(d, cfg.n_card_prompts) for d in CARD_SPLITS)
+    where = f"{n_layers if n_layers is not None else '?'} SAE layers"
+    ks = ",".join(map(str, cfg.top_k))
+    cs = ",".join(f"{c:g}" for c in cfg.clamps)
+    # LA-IG: ig_steps interpolated forward + backward passes (about 3 forwards each) and the clean / patched runs
+    return [
+        PlanRow("search", f"candidates: {cfg.k_per_layer}/layer × {where}, LA-IG {cfg.ig_steps} steps",
+                n_attr + n_harmless, n_attr * (3 * cfg.ig_steps + 2) + n_attr + n_harmless),
+        PlanRow("search", f"K* × c grid: K {ks} × c {cs}, {cfg.n_random} random sets per cell", n_val,
+                n_val * (1 + grid + cfg.n_random), n_val * (1 + grid + cfg.n_random) * cfg.max_new_tokens),
+        PlanRow("search", f"greedy minimal set: {chains} chains, ≤{rounds} rounds; judged on {n_val}", n_attr,
+                n_attr * (1 + rounds * chains) + 3 * n_val, 3 * n_val * cfg.max_new_tokens),
+        PlanRow("search", f"feature cards: {cards} corpus prompts + their responses", cards, 2 * cards, cards * 64)]
+
+
+def _run_search(ctx, cfg: SearchConfig):
+    from refusal_sae.search.stage import run_search_stage
+
+    return run_search_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir)
+
+
+def _sum_search(res) -> str:
+    _, choice, greedy, _ = res
+    feats = ", ".join(f"L{L}:{f}" for L, f in greedy.minimal.items[:6]) + (" …" if len(greedy.minimal) > 6 else "")
+    return (f"K* {choice.k}, c {choice.c:g}{'' if choice.met else ' (rule not met)'}; minimal set {len(greedy.minimal)} "
+            f"of {len(greedy.start)}: {feats}")
+
+
+register_stage(Stage(
+    "search", SearchConfig, _run_search, _plan_search, _check_search, requires=lambda cfg: ("direction",),
+    datasets=lambda cfg: SEARCH_SPLITS, uses_saes=True, summary=_sum_search,
+    doc="SAE features that carry refusal: decoder-cosine candidates ranked by LA-IG, K* and c chosen on harmful_val "
+        "against random sets, greedy minimal set, feature cards"))
+
+
+@dataclass
+class SearchTableConfig:
+    """The feature search's held-out comparison table (``refusal_sae.search.table``): the only search step that reads
+    test splits, after every choice was made on training and validation splits."""
+
+    datasets: tuple[str, ...] = ("jailbreakbench", "harmbench_test")  # harmful held-out sets
+    n: int | None = None  # a seeded sample of each (None: every prompt)
+    n_harmless: int = 64  # harmless_test prompts for the capability cost
+
+    def __post_init__(self) -> None:
+        self.datasets = tuple(self.datasets)
+        if not self.datasets:
+            raise ConfigError("datasets is empty: name the held-out harmful sets, e.g. [jailbreakbench]")
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"n must be positive, got {self.n}")
+        if self.n_harmless < 1:
+            raise ConfigError(f"n_harmless must be positive, got {self.n_harmless}")
+
+
+def _check_table(ctx: CheckContext, cfg: SearchTableConfig) -> None:
+    search = ctx.config.stage_configs.get("search")
+    for d in cfg.datasets:
+        if search is not None and d in SEARCH_SPLITS:
+            raise ConfigError(f"datasets: {d} is a split the search fits or selects on; the table must be held out "
+                              "(e.g. jailbreakbench, harmbench_test)")
+
+
+def _plan_table(ctx: CheckContext, cfg: SearchTableConfig) -> list[PlanRow]:
+    search = ctx.config.stage_configs["search"]
+    n = sum(ctx.size(d, cfg.n) for d in cfg.datasets)
+    h = ctx.size("harmless_test", cfg.n_harmless)
+    # unclamped, 7 rows, per-prompt sets, 2 × n_random random controls; harmless: clean + 8 clamped, KL
+    gens = n * (1 + 7 + 1 + 2 * search.n_random) + h * 9
+    return [PlanRow("search_table", f"{n} held-out × 8 rows + {2 * search.n_random} random; cost on {h} harmless_test",
+                    n + h,
+                    gens + n * (3 * search.ig_steps + 2) + 8 * h, gens * search.max_new_tokens)]
+
+
+def _run_table(ctx, cfg: SearchTableConfig):
+    from refusal_sae.search.stage import run_table_stage
+
+    return run_table_stage(ctx.handle, ctx.saes(), ctx.run, cfg.datasets, cfg.n_harmless, ctx.data_dir, n=cfg.n)
+
+
+def _sum_table(res) -> str:
+    rows = {r.name: r for r in res.rows}
+    show = [n for n in ("direction ablation (AS)", "ours, global", "greedy minimal set", "random (K*)") if n in rows]
+    return f"{res.n_refused} refused held-out prompts; complied: " + ", ".join(
+        f"{n} {rows[n].complied}/{rows[n].n}" for n in show)
+
+
+register_stage(Stage(
+    "search_table", SearchTableConfig, _run_table, _plan_table, _check_table, requires=lambda cfg: ("search",),
+    datasets=lambda cfg: (*cfg.datasets, "harmless_test"), uses_saes=True, summary=_sum_table,
+    doc="the search's held-out comparison table: ours vs direction ablation, baselines and random controls (Wilson "
+        "CIs, capability cost, McNemar)"))

@@ -1,0 +1,48 @@
+"""`refusal-sae demo` on the embedded model, through the packaged demo config at a further-reduced size (a few minutes
+on 2 idle cores): every stage (the feature search and its table included), the run directory, the report (and, where
+Chromium is installed, that it draws)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SMALLER = ["direction.n_train=16", "direction.n_val=8", "direction.selection.layers=[18, 20]",
+           "direction.selection.max_kl=1", "harm_vs_refusal.layers=[20]", "sae_metrics.n_prompts=4",
+           "sae_metrics.max_new_tokens=16", "sae_metrics.ce_batches=1", "calibrate_actadd.n=8",
+           "calibrate_actadd.coeffs=[1.0, 1.5]", "calibrate_actadd.max_new_tokens=16", "eval.*.n=8",
+           "eval.*.max_new_tokens=24", "search.layers=[17, 20]", "search.k_per_layer=3", "search.top_k=[3, 6]",
+           "search.clamps=[0]", "search.ig_steps=2", "search.n_attribution=4", "search.n_harmless=4", "search.n_val=8",
+           "search.n_random=1", "search.greedy_seeds=1", "search.greedy_taus=[0.1]", "search.n_card_prompts=2",
+           "search.max_new_tokens=16", "search_table.n=4", "search_table.n_harmless=4"]
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_and_writes_the_report(tmp_path, data_dir):
+    run = tmp_path / "demo"
+    args = [sys.executable, "-m", "refusal_sae", "demo", "--run-dir", str(run), "--device", "cpu", "--data-dir",
+            str(data_dir), *[a for s in SMALLER for a in ("--set", s)]]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == f"report: {run / 'report.html'}"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "smollm2-135m-refusing" and len(manifest["saes"]) == 10
+    assert {"direction", "harm_vs_refusal", "sae_metrics", "actadd_calibration"} <= set(manifest["stages"])
+    evals = sorted(k for k in manifest["stages"] if k.startswith("eval/"))
+    assert len(evals) == 4 + 2 and any(k.endswith("__jailbreakbench__ablate") for k in evals)
+    direction = json.loads((run / "direction" / "result.json").read_text())["data"]
+    assert direction["chosen"]["layer"] in (18, 20)
+    assert {"search/candidates", "search/choice", "search/greedy", "search/cards", "search/table"} <= set(manifest["stages"])
+    table = json.loads((run / "search" / "table" / "result.json").read_text())["data"]
+    assert table["n_total"] == 8 and table["n_refused"] >= 1 and table["k"] in (3, 6)
+    page = (run / "report.html").read_text()
+    for sid in ("direction", "sae-quality", "search", "calibration", "evals"):
+        assert f'<section id="{sid}">' in page
+    from refusal_sae.report.browser import browser_missing, check_in_browser
+
+    if browser_missing() is None:
+        res = check_in_browser(run / "report.html", tmp_path / "demo.png")
+        assert res.drawn == res.figures >= 14 and res.errors == []
