@@ -13,7 +13,7 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 SETUP_COMMANDS = (
-    "bash scripts/bootstrap.sh && .venv/bin/refusal-sae eval --dataset jailbreakbench",
+    "bash scripts/bootstrap.sh && .venv/bin/refusal-sae demo",
     "bash scripts/bootstrap.sh && .venv/bin/python -m pytest -q",
 )
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
