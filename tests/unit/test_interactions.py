@@ -355,19 +355,53 @@ def test_interactions_bad_input_fails_before_work(searched, tmp_path):
         assert not (run / "search/interactions").exists() and not (run / "search/heldout").exists()
 
 
-def test_one_class_split_is_one_error_and_writes_no_data(searched, tmp_path, monkeypatch):
-    """No row's refusal score reaches the threshold: a DataError (the CLI's exit 2) before the FM, no data result."""
-    from typer.testing import CliRunner
-
+def test_one_class_split_is_one_error_and_writes_no_data(searched, tmp_path, monkeypatch, capsys):
+    """No row's refusal score reaches the threshold: through the CLI's entry point, one `error:` line and exit 2
+    before the FM, and nothing under search/interactions."""
     import refusal_sae.search.interactions as inter
-    from refusal_sae.cli import app
-    from refusal_sae.errors import DataError
+    from refusal_sae.cli import main
 
     run = tmp_path / "run"
     shutil.copytree(searched.run, run)
     monkeypatch.setattr(inter, "get_judge", lambda spec: HashJudge())
-    r = CliRunner().invoke(app, ["interactions", "--model", str(searched.root / "model"), "--run-dir", str(run), "--saes",
-                                 str(searched.root / "saes"), "--datasets", str(searched.heldout), *SMALL,
-                                 "--label-threshold", "1e9"])
-    assert isinstance(r.exception, DataError) and "one class only" in str(r.exception)
-    assert not (run / "search/interactions/data/result.json").exists()
+    monkeypatch.setattr(sys, "argv", ["refusal-sae", "interactions", "--model", str(searched.root / "model"), "--run-dir",
+                                      str(run), "--saes", str(searched.root / "saes"), "--datasets", str(searched.heldout),
+                                      *SMALL, "--label-threshold", "1e9"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert lines[-1].startswith("error:") and "one class only" in lines[-1] and "Traceback" not in err, err
+    assert sum(x.startswith("error:") for x in lines) == 1
+    assert not (run / "search/interactions").exists()
+
+
+def test_heldout_refused_reuses_the_search_table_when_it_judged_the_same_way(searched, tmp_path):
+    from refusal_sae.runs import RunDir
+    from refusal_sae.search.interactions import heldout_refused
+    from refusal_sae.search.result import GreedyResult
+    from refusal_sae.search.table import SearchTable, TableRow
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(searched.run, run.root)
+    prompts = json.loads(searched.heldout.read_text())
+    search_cfg = GreedyResult.read_meta(run.root / "search/greedy")["config"]
+    row = TableRow("direction ablation (AS)", "x", 0, 2, 1, 0, 1, (0, 1), (0, 1))
+    gens = [{"row": row.name, "instruction": p, "completion": "c", "judgement": "complied"} for p in prompts[3:5]]
+    run.save(SearchTable([str(searched.heldout)], len(prompts), 2, 2, 0.0, [row], [], gens), {"model_revision": "rev"},
+             "search/table")
+
+    class NoEngine:
+        def generate(self, *a, **k):
+            raise AssertionError("judged again although the table holds the judgements")
+
+    handle = SimpleNamespace(revision="rev")
+    got = heldout_refused(handle, run, NoEngine(), None, [str(searched.heldout)], search_cfg["judge"],
+                          search_cfg["max_new_tokens"], 8)
+    assert got.refused == prompts[3:5] and got.n_total == len(prompts) and got.source.startswith("search/table")
+    other = RunDir(tmp_path / "other")  # another generation length: judged here, not taken from the table
+    shutil.copytree(run.root, other.root)
+    (other.root / "search/heldout/result.json").unlink()
+    with pytest.raises(AssertionError, match="judged again"):
+        heldout_refused(handle, other, NoEngine(), None, [str(searched.heldout)], search_cfg["judge"], 7, 8)

@@ -142,6 +142,7 @@ def dormant_cmd(
     min_drop: Annotated[float, typer.Option(help="Rounds stop when the mean refusal score falls by less.")] = DC.min_drop,
     n_attribution: Annotated[Optional[int], typer.Option(help="harmful_train prompts per round (default: the search's).")] = None,
     ig_steps: Annotated[Optional[int], typer.Option(help="LA-IG steps per round (default: the search's).")] = None,
+    n_val: Annotated[Optional[int], typer.Option(help="harmful_val prompts per round; the refused ones are judged (default: the search's).")] = None,
     n_random: Annotated[int, typer.Option(help="Random same-size sets per control.")] = DC.n_random,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per judged answer.")] = DC.max_new_tokens,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = DC.batch_size,
@@ -157,7 +158,7 @@ def dormant_cmd(
 
     cfg = DormantConfig(datasets=_names(datasets), n_prompts=n_prompts, sets=_names(sets), screen=screen,
                         label_threshold=label_threshold, max_rounds=max_rounds, min_drop=min_drop,
-                        n_attribution=n_attribution, ig_steps=ig_steps, n_random=n_random,
+                        n_attribution=n_attribution, ig_steps=ig_steps, n_val=n_val, n_random=n_random,
                         max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge, seed=seed)
     cfg.validate()
     run = run_dir_for(spec, run_dir)

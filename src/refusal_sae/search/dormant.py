@@ -167,7 +167,7 @@ def critical_silent(handle: ModelHandle, saes: Mapping[int, object], engine: Int
                     ctx: SearchContext, cfg: DormantConfig, prompts: Sequence[str], progress: bool = True
                     ) -> SilentResult:
     c = ctx.c
-    named = {"global": ctx.cands.ours.take(ctx.choice.k), "minimal": ctx.minimal}
+    named = {"global": ctx.greedy.start, "minimal": ctx.minimal}  # start: the top K* the greedy filter pruned
     sets = {n: named[n] for n in cfg.sets}
     summaries, tests = [], []
     for name, fs in sets.items():
@@ -392,8 +392,10 @@ def run_rounds(handle: ModelHandle, saes: SaeSet, run: RunDir, engine: Intervent
                ctx: SearchContext, cfg: DormantConfig, ident: dict, data_dir=None, progress: bool = True
                ) -> RoundsResult:
     s = ctx.cfg
+    ident = {k: v for k, v in ident.items() if k not in ("max_rounds", "min_drop")}  # a round does not depend on them:
+    # a rerun with more rounds (or another stopping rule) reuses the rounds already done
     train = load_dataset("harmful_train", data_dir).sample(cfg.n_attribution or s.n_attribution, s.seed).instructions
-    val_all = load_dataset("harmful_val", data_dir).sample(s.n_val, s.seed).instructions
+    val_all = load_dataset("harmful_val", data_dir).sample(cfg.n_val or s.n_val, s.seed).instructions
     val = run.run(_ValRefused, ident | {"val": val_all},
                   lambda: _ValRefused(val_refused(engine, judge, val_all, cfg.max_new_tokens, cfg.batch_size)),
                   name=f"{ROUNDS}/val_refused").prompts
@@ -441,7 +443,7 @@ class _ValRefused(StageResult):
 SILENT_FIELDS = ("datasets", "n_prompts", "sets", "screen", "label_threshold", "max_new_tokens", "batch_size", "judge",
                  "seed")
 NEWLY_FIELDS = ("datasets", "n_prompts", "n_random", "batch_size", "seed")
-ROUND_FIELDS = ("max_rounds", "min_drop", "n_attribution", "ig_steps", "n_random", "max_new_tokens", "batch_size",
+ROUND_FIELDS = ("max_rounds", "min_drop", "n_attribution", "n_val", "ig_steps", "n_random", "max_new_tokens", "batch_size",
                 "judge", "seed")
 
 
@@ -455,7 +457,7 @@ def run_dormant_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: Dorma
     judge = get_judge(cfg.judge)
     run.record_model(handle)
     engine = InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
-    base = ctx.identity(handle, saes) | {"global": [list(x) for x in ctx.cands.ours.take(ctx.choice.k)]}
+    base = ctx.identity(handle, saes) | {"global": [list(x) for x in ctx.greedy.start]}
     heldout = heldout_refused(handle, run, engine, judge, cfg.datasets, cfg.judge, cfg.max_new_tokens, cfg.batch_size,
                               data_dir)
     prompts = sample_prompts(heldout.refused, cfg.n_prompts, cfg.seed)

@@ -131,7 +131,8 @@ class DormantConfig:
       set's clamp, by position kind; beside ``n_random`` random sets of the same per-layer sizes.
     - **rounds**: up to ``max_rounds`` rounds of LA-IG candidates (on the clamped model) + greedy filtering,
       stopping when the mean refusal score on the training prompts falls by less than ``min_drop``; each round
-      judged on the validation prompts the model refuses (``max_rounds = 0``: no rounds).
+      judged on the validation prompts the model refuses (``n_val`` harmful_val prompts sampled; ``max_rounds =
+      0``: no rounds).
     """
 
     datasets: tuple[str, ...] = HELDOUT
@@ -142,6 +143,7 @@ class DormantConfig:
     max_rounds: int = 3
     min_drop: float = 0.1
     n_attribution: int | None = None  # harmful_train prompts per round (None: the search's)
+    n_val: int | None = None  # harmful_val prompts per round, of which the refused ones are judged (None: the search's)
     ig_steps: int | None = None  # None: the search's
     n_random: int = 2
     max_new_tokens: int = 64
@@ -155,7 +157,8 @@ class DormantConfig:
 
     def validate(self) -> None:
         _check_positive(n_prompts=self.n_prompts, n_random=self.n_random, max_new_tokens=self.max_new_tokens,
-                        batch_size=self.batch_size, n_attribution=self.n_attribution, ig_steps=self.ig_steps)
+                        batch_size=self.batch_size, n_attribution=self.n_attribution, ig_steps=self.ig_steps,
+                        n_val=self.n_val)
         if self.max_rounds < 0:
             raise ConfigError(f"max_rounds must be non-negative, got {self.max_rounds}")
         if not self.sets or any(s not in SET_NAMES for s in self.sets):
