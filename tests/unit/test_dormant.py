@@ -174,6 +174,29 @@ def test_dormant_cli_end_to_end_and_resume(searched, tmp_path, monkeypatch):  # 
     stamps = {p: p.stat().st_mtime_ns for p in (run / "search/dormant").rglob("result.json")}
     r = CliRunner().invoke(app, args)  # complete: nothing recomputed
     assert r.exit_code == 0 and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    r = CliRunner().invoke(app, [*args, "--min-drop", "5"])  # another stopping rule: the rounds done are reused
+    assert r.exit_code == 0, (r.output, r.exception)
+    per_round = {p: t for p, t in stamps.items() if p.parent.parent.name == "rounds"}  # rounds/r<i>, rounds/val_refused
+    assert len(per_round) == len(rounds.rows) + 1 and all(p.stat().st_mtime_ns == t for p, t in per_round.items())
+    tables = _tables(run)
+    assert "| global |" in tables and "| post_instruction |" in tables and "| 0 |" in tables and "(no FM results)" in tables
+
+
+def _tables(run) -> str:
+    """The docs' tables script on a run directory (scripts/interactions_tables.py)."""
+    import contextlib
+    import importlib.util
+    import io
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts/interactions_tables.py"
+    spec = importlib.util.spec_from_file_location("interactions_tables", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        mod.main(str(run))
+    return buf.getvalue()
 
 
 def test_dormant_bad_input_fails_before_work(searched, tmp_path):  # noqa: F811

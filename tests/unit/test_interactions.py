@@ -111,7 +111,8 @@ def test_config_validation():
             cfg.validate(50)
     DormantConfig().validate()
     for cfg, needle in [(DormantConfig(sets=("perprompt",)), "sets"), (DormantConfig(screen="x"), "screen"),
-                        (DormantConfig(max_rounds=-1), "max_rounds"), (DormantConfig(datasets=("harmful_val",)), "held-out")]:
+                        (DormantConfig(max_rounds=-1), "max_rounds"), (DormantConfig(datasets=("harmful_val",)), "held-out"),
+                        (DormantConfig(n_val=0), "positive")]:
         with pytest.raises(ConfigError, match=needle):
             cfg.validate()
 
@@ -330,6 +331,11 @@ def test_interactions_cli_end_to_end_and_resume(searched, tmp_path, monkeypatch)
     stamps = {p: p.stat().st_mtime_ns for p in (run / "search/interactions").rglob("result.json")}
     r = CliRunner().invoke(app, args)  # complete: nothing recomputed
     assert r.exit_code == 0 and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    from tests.unit.test_dormant import _tables
+
+    tables = _tables(run)
+    assert "| test | FM |" in tables and "| test | linear probe |" in tables and f"| {sweep.ks[0]} | FM |" in tables
+    assert "(no critical-but-silent results)" in tables
 
 
 def cli(*args, timeout=600):
