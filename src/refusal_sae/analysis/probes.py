@@ -237,6 +237,7 @@ class ProbeInputs:
 
 def probe_analysis(handle: ModelHandle, saes: Mapping[int, object], sae_layers: Sequence[int], inputs: ProbeInputs,
                    cfg: ProbeConfig, progress: bool = True) -> ProbeResult:
+    """Activations of every split, then :func:`score_probes`."""
     from tqdm.auto import tqdm
 
     splits = {"train": inputs.train, "val": inputs.val, "in_distribution": inputs.test, "ood": inputs.ood}
@@ -245,6 +246,15 @@ def probe_analysis(handle: ModelHandle, saes: Mapping[int, object], sae_layers: 
             raise DataError(f"the {name} prompts hold one class only ({s.counts()}): no probe can be fitted or scored")
     acts = {name: last_token(handle, saes, sae_layers, s.prompts, cfg.batch_size)
             for name, s in tqdm(splits.items(), desc="last-token activations", disable=not progress)}
+    return score_probes(acts, inputs, cfg)
+
+
+def score_probes(acts: Mapping[str, LastToken], inputs: ProbeInputs, cfg: ProbeConfig) -> ProbeResult:
+    """Fit every probe on ``acts["train"]`` (C, and the dense layer, on ``acts["val"]``), score it on
+    ``acts["in_distribution"]`` and ``acts["ood"]`` with bootstrap intervals, and the gains of each feature set over
+    its random sets and over the dense probe."""
+    splits = {"train": inputs.train, "val": inputs.val, "in_distribution": inputs.test, "ood": inputs.ood}
+    n_layers, d_model = acts["train"].resid.shape[1:]
     tr, va = inputs.train, inputs.val
     alive = acts["train"].alive()
     probs: dict[str, dict[str, list[np.ndarray]]] = {"in_distribution": {}, "ood": {}}
@@ -263,7 +273,7 @@ def probe_analysis(handle: ModelHandle, saes: Mapping[int, object], sae_layers: 
                 rows_p[t].append(model.predict_proba(get(acts[t]))[:, 1])
         for t in rows_p:
             probs[t][name] = rows_p[t]
-        meta[name] = {"what": what, "n_features": len(sets[0]) if sets else handle.d_model, "C": float(np.median(cs)),
+        meta[name] = {"what": what, "n_features": len(sets[0]) if sets else int(d_model), "C": float(np.median(cs)),
                       "layer": layer, "val_accuracy": float(np.mean(vals))}
 
     for name, fs in inputs.feature_sets.items():
@@ -274,7 +284,7 @@ def probe_analysis(handle: ModelHandle, saes: Mapping[int, object], sae_layers: 
         add(f"random ({name} size)", f"{cfg.n_random} random sets of the per-layer sizes of {name}, from features "
             "active at the last token of the training prompts", draws_of[name])
     dense_rows = []
-    for L in range(handle.n_layers):
+    for L in range(int(n_layers)):
         _, c, vacc, vauc = fit_probe(acts["train"].resid[:, L].numpy(), tr.y, acts["val"].resid[:, L].numpy(), va.y,
                                      cfg.cs, cfg.seed)
         dense_rows.append({"layer": L, "C": c, "val_accuracy": vacc, "val_auc": vauc})
@@ -287,7 +297,7 @@ def probe_analysis(handle: ModelHandle, saes: Mapping[int, object], sae_layers: 
             m = meta[name]
             accs = [accuracy(p, split.y) for p in ps]
             members = {g: np.array([x == g for x in split.groups]) for g in dict.fromkeys(split.groups)}
-            groups = {g: float(np.mean([accuracy(p[m], split.y[m]) for p in ps])) for g, m in members.items()}
+            groups = {g: float(np.mean([accuracy(p[mask], split.y[mask]) for p in ps])) for g, mask in members.items()}
             rows.append(ProbeRow(name, m["what"], t, m["n_features"], m["C"], m["layer"], m["val_accuracy"],
                                  len(split.y), int(split.y.sum()), float(np.mean(accs)), interval(boots[name][0]),
                                  float(np.mean([auc(p, split.y) for p in ps])), interval(boots[name][1]), groups,
