@@ -155,3 +155,43 @@ def test_probe_cli_bad_input_fails_before_the_model_loads(tmp_path, tiny_upstrea
         assert _files(root) == before  # nothing written, nothing half-written
     with pytest.raises(ConfigError):
         ProbeConfig(n_random=0).validate()
+
+
+def test_analysis_cli_end_to_end(tmp_path, data_dir, monkeypatch):
+    """The three commands in order through the CLI (tables printed, one JSON object as the last line), on a saved tiny
+    model with a fake search run: jailbreaks → upstream → probe with the upstream analysis's shared features."""
+    from typer.testing import CliRunner
+
+    from refusal_sae.cli import app
+    from tests.conftest import build_tiny
+    from tests.unit.test_search import tiny_saes
+    from tests.unit.test_upstream import fake_search_run
+
+    h = build_tiny("llama")
+    h.model.save_pretrained(tmp_path / "model", safe_serialization=True)
+    h.tokenizer.save_pretrained(tmp_path / "model")
+    saes = tiny_saes()
+    for L, sae in saes.items():
+        sae.save_model(tmp_path / "saes" / f"blocks.{L}.hook_resid_post")
+    run = fake_search_run(tmp_path / "run", h, saes)
+    monkeypatch.setattr(jbmod, "get_judge", lambda spec: _judge(data_dir))
+    base = ["--model", str(tmp_path / "model"), "--run-dir", str(run.root), "--data-dir", str(data_dir)]
+    runner = CliRunner()
+
+    def invoke(*args) -> dict:
+        r = runner.invoke(app, list(args))
+        assert r.exit_code == 0, (r.output, r.exception)
+        return json.loads(r.output.strip().splitlines()[-1])
+
+    jb = invoke("jailbreaks", *base, "--families", "prefix_injection,style_injection", "--n-instructions", "3",
+                "--max-new-tokens", "2", "--json")
+    assert jb["pair_counts"] == {"jailbroken": 3, "failed": 3, "degenerate": 0}
+    saes_opt = ["--saes", str(tmp_path / "saes")]
+    up = invoke("upstream", *base, *saes_opt, "--n-train", "4", "--n-val", "4", "--ig-steps", "2", "--last", "3",
+                "--n-random", "2", "--max-new-tokens", "2", "--thresholds", "0.25,0.5,1", "--json")
+    assert up["threshold"] in (0.25, 0.5, 1.0) and len(up["table"]) == 4
+    pr = invoke("probe", *base, *saes_opt, "--features", "minimal,shared", "--n-train", "6", "--n-val", "4",
+                "--n-test", "4", "--n-random", "5", "--n-boot", "20", "--cs", "1", "--max-new-tokens", "2", "--json")
+    assert {r["probe"] for r in pr["rows"]} == {"minimal", "random (minimal size)", "shared", "random (shared size)",
+                                                "dense"}
+    assert pr["skipped"] == {} and len(pr["dense_layers"]) == h.n_layers
