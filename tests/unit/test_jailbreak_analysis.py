@@ -51,6 +51,8 @@ def test_family_table_counts_pairs_and_paired_control(tmp_path, data_dir, judge)
     assert rows["prefix_injection"].only_family == 4 and rows["prefix_injection"].only_control == 0
     assert rows["prefix_injection"].p_value == pytest.approx(2 * 0.5**4)  # exact McNemar, 4 discordant pairs
     assert rows["style_injection"].p_value == 1.0
+    assert (rows["prefix_injection"].nr_only_family, rows["prefix_injection"].nr_only_control) == (4, 0)
+    assert rows["prefix_injection"].nr_p_value == pytest.approx(2 * 0.5**4) and rows["style_injection"].nr_p_value == 1.0
     lo, hi = rows["prefix_injection"].complied_ci
     assert lo == pytest.approx(0.510, abs=1e-3) and hi == pytest.approx(1.0)  # Wilson interval of 4/4
     assert res.pair_counts == {"jailbroken": 4, "failed": 4, "degenerate": 0}  # the control is no pair

@@ -157,6 +157,10 @@ class FamilyRow:
     only_family: int | None = None
     only_control: int | None = None
     p_value: float | None = None
+    # … and on "not refused" (complied or degenerate), the outcome that does not rest on the judge's complied call
+    nr_only_family: int | None = None
+    nr_only_control: int | None = None
+    nr_p_value: float | None = None
 
     @property
     def complied_rate(self) -> float:
@@ -203,14 +207,18 @@ def family_row(family: str, labels: Sequence[str], description: str = "") -> Fam
     return FamilyRow(family, description, n, c, d, r, wilson_interval(c, n), wilson_interval(n - r, n))
 
 
+def _discordant(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int]:
+    return (sum(x and not y for x, y in zip(a, b, strict=True)), sum(y and not x for x, y in zip(a, b, strict=True)))
+
+
 def pair_with_control(row: FamilyRow, fam: Sequence[str], ctl: Sequence[str]) -> FamilyRow:
-    """Fill the McNemar comparison of a family's labels with the control's, prompt by prompt (same instructions)."""
-    a = [x == COMPLIED for x in fam]
-    b = [x == COMPLIED for x in ctl]
-    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
-    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
-    row.control_complied, row.only_family, row.only_control = sum(b), only_a, only_b
+    """Fill the McNemar comparisons of a family's labels with the control's, prompt by prompt (same instructions):
+    on "complied" and on "not refused"."""
+    only_a, only_b = _discordant([x == COMPLIED for x in fam], [x == COMPLIED for x in ctl])
+    row.control_complied, row.only_family, row.only_control = sum(x == COMPLIED for x in ctl), only_a, only_b
     row.p_value = mcnemar_exact(only_a, only_b)
+    row.nr_only_family, row.nr_only_control = _discordant([x != REFUSED for x in fam], [x != REFUSED for x in ctl])
+    row.nr_p_value = mcnemar_exact(row.nr_only_family, row.nr_only_control)
     return row
 
 

@@ -85,12 +85,13 @@ def jailbreaks_cmd(
             f"answered)" if res.mode == "wrap" else f"{len(res.rows)} prompts of {res.sources[0]}")
     t = Table(title=f"jailbreak families: {what}")
     for col in ("family", "n", "complied [95% CI]", "degenerate", "refused", "not refused [95% CI]",
-                "vs neutral control (only family / only control, McNemar p)"):
+                "vs neutral control, complied (only family / only control, McNemar p)", "… not refused"):
         t.add_column(col)
     for r in [*res.table, *([res.control] if res.control else [])]:
         vs = "-" if r.p_value is None else f"{r.only_family} / {r.only_control}, p = {r.p_value:.3g}"
+        nr = "-" if r.nr_p_value is None else f"{r.nr_only_family} / {r.nr_only_control}, p = {r.nr_p_value:.3g}"
         t.add_row(r.family, str(r.n), f"{r.complied}/{r.n} {_ci(r.complied_ci)}", str(r.degenerate), str(r.refused),
-                  f"{r.n - r.refused}/{r.n} {_ci(r.not_refused_ci)}", vs)
+                  f"{r.n - r.refused}/{r.n} {_ci(r.not_refused_ci)}", vs, nr)
     out.print(t)
     out.print(f"pairs (plain refused → wrapped): {res.pair_counts}; results in {run.root / cfg.stage}")
     if as_json:
