@@ -9,8 +9,9 @@ whether a conditional gate (steer only when an upstream harm feature fires) buys
 ``ours.take(K*)``), each raised to ``m × μ`` at every position, generated tokens included
 (:class:`~refusal_sae.interventions.feature_steer.FeatureSteer`, SAE error term kept). ``μ`` is the feature's
 typical activation where the model refuses: on the ``n_calib`` harmful_train prompts that the unsteered model refuses
-(judged greedy answers), the per-prompt maximum (or mean) of its code over the post-instruction positions, averaged
-over those prompts. ``floor`` mode sets ``f' = max(f, m·μ)`` (never lowers a feature), ``set`` mode ``f' = m·μ``.
+(judged greedy answers), the per-prompt maximum (or mean) of its code over the post-instruction positions (or every
+content position), averaged over those prompts. ``floor`` mode sets ``f' = max(f, m·μ)`` (never lowers a feature),
+``set`` mode ``f' = m·μ``.
 
 **Conditional steering** (after CAST, Lee et al. 2024, "Programming Refusal with Conditional Activation
 Steering": the condition is read on the prompt, the behaviour applied to everything after). The gate is a
@@ -430,6 +431,7 @@ class HardeningResult(StageResult):
     features: FeatureSet
     targets: list[float]  # μ of each feature of ``features``, in order
     target_stat: str
+    target_positions: str
     steer_mode: str
     n_calib: int
     n_calib_refused: int
@@ -574,8 +576,8 @@ def harden(handle: ModelHandle, saes: Mapping, prompts: HardenPrompts, cfg: Hard
     if not refused:
         raise DataError(f"the model refuses none of the {len(prompts.calib)} calibration prompts: there is no refusal "
                         "to measure the features' activation on (is it a refusing chat model?)")
-    stats = code_stats(handle, saes, steer_layers, [prompts.calib[i] for i in refused], "post_inst", cfg.target_stat,
-                       cfg.batch_size)
+    stats = code_stats(handle, saes, steer_layers, [prompts.calib[i] for i in refused], cfg.target_positions,
+                       cfg.target_stat, cfg.batch_size)
     mu = steering_targets(stats, range(len(refused)))
     targets = [mu[x] for x in features]
     randoms = live_random_sets(mu, features, cfg.n_random, cfg.seed + len(features)) if cfg.random_multipliers else []
@@ -666,7 +668,8 @@ def harden(handle: ModelHandle, saes: Mapping, prompts: HardenPrompts, cfg: Hard
     matched = [match_actadd(p, actadd, none) for p in points if p.method in ("steer", "conditional")]
     return HardeningResult(
         features_source=cfg.features, features=features, targets=targets, target_stat=cfg.target_stat,
-        steer_mode=cfg.steer_mode, n_calib=len(prompts.calib), n_calib_refused=len(refused),
+        target_positions=cfg.target_positions, steer_mode=cfg.steer_mode, n_calib=len(prompts.calib),
+        n_calib_refused=len(refused),
         zero_targets=sum(t == 0 for t in targets), random_features=randoms, actadd_layer=direction.layer, gate=gate,
         gate_fired={g: fired[g].tolist() for g in GROUPS if sizes[g]}, datasets=list(cfg.jailbreak_datasets),
         families=prompts.families, attack=cfg.attack, prefill=cfg.prefill if attack else "", sizes=sizes,

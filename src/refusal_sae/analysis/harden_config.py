@@ -12,7 +12,8 @@ from refusal_sae.errors import ConfigError
 
 FEATURE_SOURCES = ("minimal", "global")  # the search's greedy minimal set | its global set (top K* of ours)
 STEER_MODES = ("floor", "set")  # f' = max(f, m·μ) | f' = m·μ
-TARGET_STATS = ("max", "mean")  # μ per refused prompt: max | mean over the post-instruction positions
+TARGET_STATS = ("max", "mean")  # μ per refused prompt: max | mean of the code over the target positions
+TARGET_POSITIONS = ("post_inst", "content")  # … the post-instruction tokens | every real token after the first
 ATTACKS = ("prefill", "none")  # the attack that works on this model, beside the natural jailbreak prompts
 
 
@@ -21,7 +22,7 @@ class HardenConfig:
     """Stage 6, section 4: clamp the refusal features up on jailbreak prompts, against activation addition.
 
     Steering: each feature of the chosen set is raised to ``m × μ`` (``μ``: its mean, over the ``n_calib``
-    harmful_train prompts the model refuses, of the per-prompt ``target_stat`` over the post-instruction positions),
+    harmful_train prompts the model refuses, of the per-prompt ``target_stat`` over the ``target_positions``),
     at every position, for each ``m`` of ``multipliers``. Conditional steering applies the same edit only to prompts
     where an upstream harm feature fires (a gate chosen on training prompts, checked on validation prompts).
     Baseline: activation addition of the refusal direction at its layer, every position, for each coefficient of
@@ -36,8 +37,10 @@ class HardenConfig:
     multipliers: tuple[float, ...] = (1.0, 2.0, 4.0)
     steer_mode: str = "floor"
     target_stat: str = "max"
+    target_positions: str = "post_inst"
     n_calib: int = 32  # harmful_train prompts; the refused ones give each feature's mean activation μ
-    actadd_coeffs: tuple[float, ...] = (0.25, 0.5, 1.0)
+    # spans ~no to about half over-refusal on harmless_val (refusal scores of the embedded model; docs/hardening.md)
+    actadd_coeffs: tuple[float, ...] = (0.25, 0.5, 0.75)
     random_multipliers: tuple[float, ...] = (4.0,)
     n_random: int = 1  # random sets per random multiplier
     gate_layers: tuple[int, ...] | None = None  # None: the SAE layers before the first steered layer (all when none)
@@ -76,7 +79,8 @@ class HardenConfig:
         if self.n_random < 0 or self.n_boot < 0:
             raise ConfigError("n_random and n_boot must not be negative")
         for name, allowed in (("features", FEATURE_SOURCES), ("steer_mode", STEER_MODES),
-                              ("target_stat", TARGET_STATS), ("attack", ATTACKS)):
+                              ("target_stat", TARGET_STATS), ("target_positions", TARGET_POSITIONS),
+                              ("attack", ATTACKS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
         if not self.multipliers:

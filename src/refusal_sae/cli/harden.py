@@ -46,7 +46,8 @@ def harden_cmd(
     features: Annotated[str, typer.Option(help="Refusal features to steer: minimal (the search's greedy minimal set) | global (its top K*).")] = H.features,
     multipliers: Annotated[str, typer.Option(help="Steering sweep: each feature raised to m × its mean activation on refused prompts, e.g. '1,2,4'.")] = ",".join(f"{m:g}" for m in H.multipliers),
     steer_mode: Annotated[str, typer.Option(help="floor: f' = max(f, m·μ) | set: f' = m·μ.")] = H.steer_mode,
-    target_stat: Annotated[str, typer.Option(help="μ per refused prompt: max | mean of the code over the post-instruction positions.")] = H.target_stat,
+    target_stat: Annotated[str, typer.Option(help="μ per refused prompt: max | mean of the code over the target positions.")] = H.target_stat,
+    target_positions: Annotated[str, typer.Option(help="post_inst (the template tokens after the instruction) | content (every real token after the first).")] = H.target_positions,
     n_calib: Annotated[int, typer.Option(help="harmful_train prompts whose refused ones give μ.")] = H.n_calib,
     actadd_coeffs: Annotated[str, typer.Option(help="Activation-addition baseline: coefficients of the refusal direction, e.g. '0.25,0.5,1'.")] = ",".join(f"{c:g}" for c in H.actadd_coeffs),
     random_multipliers: Annotated[str, typer.Option(help="Random-feature control at these m ('' for none).")] = ",".join(f"{m:g}" for m in H.random_multipliers),
@@ -77,7 +78,7 @@ def harden_cmd(
     from refusal_sae.saes.loading import resolve_saes
 
     cfg = HardenConfig(features=features, multipliers=_floats(multipliers), steer_mode=steer_mode,
-                       target_stat=target_stat, n_calib=n_calib, actadd_coeffs=_floats(actadd_coeffs),
+                       target_stat=target_stat, target_positions=target_positions, n_calib=n_calib, actadd_coeffs=_floats(actadd_coeffs),
                        random_multipliers=_floats(random_multipliers), n_random=n_random,
                        gate_layers=int_list(gate_layers), gate_sizes=int_list(gate_sizes) or (), n_gate=n_gate,
                        jailbreak_datasets=tuple(d.strip() for d in datasets.split(",") if d.strip()),
@@ -96,7 +97,7 @@ def harden_cmd(
     g = res.gate
     out.print(f"steered: {res.features_source} set, {len(res.features)} features "
               f"({', '.join(f'L{L}:{f}' for L, f in res.features)}); μ = {res.target_stat} code over the "
-              f"post-instruction positions of {res.n_calib_refused}/{res.n_calib} refused harmful_train prompts "
+              f"{res.target_positions} positions of {res.n_calib_refused}/{res.n_calib} refused harmful_train prompts "
               f"({res.zero_targets} features with μ = 0); mode {res.steer_mode}")
     out.print(f"gate: layer {g.layer} ({'upstream' if g.upstream else 'not upstream'} of the steered layers), harm "
               f"features {g.features}, threshold {g.threshold:.3g}; train TPR {g.train_tpr:.2f} FPR {g.train_fpr:.2f}; "
