@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from refusal_sae.runs import StageResult
 
+from refusal_sae.runs import StageResult
 from refusal_sae.saes.features import FeatureSummary
 from refusal_sae.search.choose import GridRow
 from refusal_sae.search.featureset import FeatureSet

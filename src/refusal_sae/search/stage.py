@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from refusal_sae.runs import RunDir, config_hash
 
 from refusal_sae.data import load_dataset
 from refusal_sae.direction.diff_in_means import DirectionCandidates
@@ -20,6 +19,7 @@ from refusal_sae.direction.stage import CANDIDATES
 from refusal_sae.errors import ConfigError
 from refusal_sae.interventions.engine import EngineConfig, InterventionEngine
 from refusal_sae.models.handle import ModelHandle
+from refusal_sae.runs import RunDir, config_hash
 from refusal_sae.saes.config import CorpusConfig
 from refusal_sae.saes.loading import SaeSet
 from refusal_sae.scoring.judge import get_judge

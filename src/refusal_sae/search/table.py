@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from refusal_sae.runs import StageResult
 
 from refusal_sae.direction.result import DirectionResult
 from refusal_sae.interventions.directional import DirectionAblation
 from refusal_sae.interventions.engine import InterventionEngine
 from refusal_sae.models.handle import ModelHandle
+from refusal_sae.runs import StageResult
 from refusal_sae.saes.loading import SaeSet
 from refusal_sae.scoring.compare import compare_evals
 from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge
