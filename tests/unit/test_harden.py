@@ -16,7 +16,6 @@ from refusal_sae.analysis.harden import (
     HardenPoint,
     HardenPrompts,
     Rate,
-    answer_losses,
     best_threshold,
     code_stats,
     fit_gate,
@@ -169,12 +168,28 @@ def test_fit_gate_finds_the_planted_harm_feature():
 
 
 # --- capability cost --------------------------------------------------------------------------------------------------------
-def test_answer_losses_agree_with_the_engine_kl():
+def test_engine_answer_losses_match_one_unpadded_forward_per_prompt():
+    """Batched, left-padded per-prompt sums through the engine == a plain hooked forward of each prompt + answer."""
+    from refusal_sae.interventions import EngineConfig, set_hooks
+    from refusal_sae.models.formatting import FormattedPrompt
+
     h = build_tiny("llama")
     saes = tiny_saes()
     steer = steer_set(saes, FeatureSet.of([(1, 3), (2, 5)]), {(1, 3): 2.0, (2, 5): 2.0}, 2.0)
     answers = ["the sea and the wind", "bread at home", "I'm sorry", "quick brown fox"]
-    losses = answer_losses(h, PROMPTS, answers, [[], steer], batch_size=3)
+    losses = InterventionEngine(h, EngineConfig(prompt_batch_size=3)).answer_losses(PROMPTS, answers, [[], steer])
+    for i, (p, a) in enumerate(zip(PROMPTS, answers, strict=True)):
+        f = h.format(p)
+        ans = h.tokenizer(a, add_special_tokens=False)["input_ids"]
+        batch = h.batch([FormattedPrompt(p, tuple(f.input_ids) + tuple(ans), f.inst_start, f.inst_end)])
+        tgt = torch.tensor(ans)
+        clean = h.forward(batch)[0, len(f) - 1 : -1].double().log_softmax(-1).cpu()
+        with h.hooks(set_hooks(h, steer)):
+            edited = h.forward(batch)[0, len(f) - 1 : -1].double().log_softmax(-1).cpu()
+        assert losses.tokens[i] == len(ans)
+        assert float(losses.nll_clean[i]) == pytest.approx(float(-clean.gather(1, tgt[:, None]).sum()), rel=1e-4)
+        assert float(losses.nll[1, i]) == pytest.approx(float(-edited.gather(1, tgt[:, None]).sum()), rel=1e-4)
+        assert float(losses.kl[1, i]) == pytest.approx(float((clean.exp() * (clean - edited)).sum()), rel=1e-3)
     torch.testing.assert_close(losses.nll[0], losses.nll_clean)  # no intervention: no change
     assert losses.kl[0].abs().max() < 1e-6 and (losses.kl[1] > 0).all()
     pooled = InterventionEngine(h).answer_kl(PROMPTS, answers, [steer])
@@ -303,7 +318,8 @@ def test_harden_config_validation():
                            ({"families": ("nope",)}, "unknown jailbreak family"),
                            ({"n_xstest": 0}, "must be positive"),
                            ({"attack": "prefill", "prefill": " "}, "non-empty"),
-                           ({"gate_layers": (3,)}, "no SAE at gate layers")]:
+                           ({"gate_layers": (3,)}, "no SAE at gate layers"),
+                           ({"jailbreak_datasets": ("jailbreakbench", "harmful_train")}, "held-out prompts")]:
         with pytest.raises(ConfigError, match=needle):
             HardenConfig(**kwargs).validate((2, 5, 8))
     HardenConfig(random_multipliers=(), n_random=0).validate()
@@ -373,7 +389,10 @@ def test_harden_bad_input_fails_before_work(tiny_run, data_dir, tmp_path):
                               (tiny_run / "run", ["--multipliers", "0,2"], "positive finite"),
                               (tiny_run / "run", ["--multipliers", ""], "no steering multipliers"),
                               (tiny_run / "run", ["--actadd-coeffs", "0.5,x"], "cannot parse"),
-                              (tiny_run / "run", ["--gate-layers", "3"], "no SAE at gate layers [3]")]:
+                              (tiny_run / "run", ["--gate-layers", "3"], "no SAE at gate layers [3]"),
+                              (tiny_run / "run", ["--datasets", "harmless_train"], "held-out prompts"),
+                              (tiny_run / "run", ["--datasets", "nope"], "unknown dataset 'nope'"),
+                              (tiny_run / "run", ["--datasets", str(tmp_path / "missing.jsonl")], "not found")]:
         r = cli(*base, "--run-dir", str(run), *args)
         assert r.returncode == 2 and needle in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and not (run / "analysis").exists()

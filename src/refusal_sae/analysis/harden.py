@@ -290,57 +290,6 @@ def fit_gate(train_pos: Mapping[int, torch.Tensor], train_neg: Mapping[int, torc
 
 
 # --- capability cost -----------------------------------------------------------------------------------------------------
-@dataclass
-class AnswerLosses:
-    nll_clean: torch.Tensor  # [P] summed next-token NLL of each answer, no intervention
-    nll: torch.Tensor  # [S, P] … under each set
-    kl: torch.Tensor  # [S, P] summed KL(clean ‖ set) over the answer tokens
-    tokens: torch.Tensor  # [P] answer tokens
-
-
-@torch.no_grad()
-def answer_losses(handle: ModelHandle, prompts: Sequence[str], answers: Sequence[str], sets: Sequence[Sequence],
-                  batch_size: int = 8) -> AnswerLosses:
-    """Per prompt and set: the NLL and KL sums over the answer tokens of ``prompt + answer`` (teacher forcing, the
-    tokens aligned as in :meth:`InterventionEngine.answer_kl`, which gives only the pooled KL; per-prompt sums are
-    needed here for the bootstrap and for the conditional gate)."""
-    from refusal_sae.interventions.base import set_hooks
-
-    seqs, starts = [], []
-    for p, a in zip(prompts, answers, strict=True):
-        f = handle.format(p)
-        ids = tuple(f.input_ids) + tuple(handle.tokenizer(a, add_special_tokens=False)["input_ids"])
-        seqs.append(FormattedPrompt(p, ids, f.inst_start, f.inst_end))
-        starts.append(len(f))
-    P, S = len(seqs), len(sets)
-    nll_clean, nll, kl = torch.zeros(P, dtype=torch.float64), torch.zeros(S, P, dtype=torch.float64), \
-        torch.zeros(S, P, dtype=torch.float64)
-    tokens = torch.tensor([len(s) - st for s, st in zip(seqs, starts, strict=True)], dtype=torch.float64)
-    hooks = [set_hooks(handle, s) for s in sets]
-    for idx in length_sorted_batches([len(s) for s in seqs], batch_size):
-        batch = handle.batch([seqs[i] for i in idx])
-        T = batch.input_ids.shape[1]
-        keep = torch.zeros(len(idx), T - 1, dtype=torch.bool)
-        for j, i in enumerate(idx):  # logits at t predict token t + 1: answer tokens from starts[i] on
-            keep[j, T - len(seqs[i]) + starts[i] - 1:] = True
-        keep = keep.to(handle.device)
-        target = batch.input_ids[:, 1:]
-        row = torch.arange(len(idx), device=handle.device)[:, None].expand(-1, T - 1)[keep].cpu()
-
-        def per_prompt(values: torch.Tensor, row: torch.Tensor = row, n: int = len(idx)) -> torch.Tensor:
-            return torch.zeros(n, dtype=torch.float64).index_add_(0, row, values.double().cpu())
-
-        clean = handle.forward(batch)[:, :-1][keep].float().log_softmax(-1)
-        tgt = target[keep]
-        nll_clean[idx] = per_prompt(-clean.gather(1, tgt[:, None])[:, 0])
-        for s, hk in enumerate(hooks):
-            with handle.hooks(hk):
-                edited = handle.forward(batch)[:, :-1][keep].float().log_softmax(-1)
-            nll[s, idx] = per_prompt(-edited.gather(1, tgt[:, None])[:, 0])
-            kl[s, idx] = per_prompt((clean.exp() * (clean - edited)).sum(-1))
-    return AnswerLosses(nll_clean, nll, kl, tokens)
-
-
 def loss_increase(delta: torch.Tensor, tokens: torch.Tensor, n_boot: int, seed: int
                   ) -> tuple[float, tuple[float, float]]:
     """Token-weighted mean of per-prompt NLL increases ``delta`` (sums), with a 95% percentile bootstrap over prompts."""
@@ -631,8 +580,9 @@ def harden(handle: ModelHandle, saes: Mapping, prompts: HardenPrompts, cfg: Hard
     # 4. capability cost on the harmless prompts, the unsteered answers as the reference text
     answers = [generations[i]["completion"] for i in range(len(generations))
                if generations[i]["point"] == "none" and generations[i]["group"] == "harmless"]
-    losses = answer_losses(handle, prompts.harmless, answers, [sets for _, _, _, _, sets, _ in specs[1:]],
-                           max(1, cfg.batch_size // 4))
+    # per-prompt sums through the engine (full-vocabulary log-probabilities in float64: smaller batches)
+    loss_engine = InterventionEngine(handle, EngineConfig(prompt_batch_size=max(1, cfg.batch_size // 4)))
+    losses = loss_engine.answer_losses(prompts.harmless, answers, [sets for _, _, _, _, sets, _ in specs[1:]])
     delta = {name: losses.nll[s] - losses.nll_clean for s, (name, *_) in enumerate(specs[1:])}
     kl = {name: losses.kl[s] for s, (name, *_) in enumerate(specs[1:])}
     delta["none"] = kl["none"] = torch.zeros(len(answers), dtype=torch.float64)
@@ -688,9 +638,10 @@ def steered_features(cfg: HardenConfig, cands: CandidatesResult, choice: ChoiceR
 
 
 def run_harden_stage(handle: ModelHandle, saes, run: RunDir, cfg: HardenConfig, data_dir=None,
-                     force: bool = False) -> HardeningResult:
+                     force: bool = False, prompts: HardenPrompts | None = None) -> HardeningResult:
     """The hardening analysis in ``run`` (``analysis/harden``), from its direction and search results; every input is
-    checked before the first forward pass."""
+    checked before the first forward pass. ``prompts``: :meth:`HardenPrompts.load` of ``cfg`` if already loaded (the
+    CLI loads them before the model, so that a bad dataset fails fast)."""
     saes.validate(handle)
     cfg.validate(saes.layers())
     judge = get_judge(cfg.judge)
@@ -706,7 +657,7 @@ def run_harden_stage(handle: ModelHandle, saes, run: RunDir, cfg: HardenConfig, 
     if missing:
         raise MismatchError(f"the search's features lie at layers {missing}, where these SAEs have none: pass the "
                             "SAEs the search used (--saes)")
-    prompts = HardenPrompts.load(cfg, data_dir)
+    prompts = prompts or HardenPrompts.load(cfg, data_dir)
     run.record_model(handle)
     upstream = {n: (run.manifest().get("stages", {}).get(n) or {}).get("config_hash")
                 for n in ("direction", "search/candidates", "search/choice", "search/greedy")}
@@ -719,6 +670,6 @@ def run_harden_stage(handle: ModelHandle, saes, run: RunDir, cfg: HardenConfig, 
         name=NAME, force=force)
 
 
-__all__ = ["AnswerLosses", "GateFit", "HardenInputs", "HardenPoint", "HardenPrompts", "HardeningResult", "MatchedRow",
-           "PairedRow", "Rate", "answer_losses", "best_threshold", "code_stats", "fit_gate", "harden", "match_actadd",
+__all__ = ["GateFit", "HardenInputs", "HardenPoint", "HardenPrompts", "HardeningResult", "MatchedRow",
+           "PairedRow", "Rate", "best_threshold", "code_stats", "fit_gate", "harden", "match_actadd",
            "run_harden_stage", "steer_set", "steering_targets", "with_prefill"]

@@ -15,6 +15,7 @@ STEER_MODES = ("floor", "set")  # f' = max(f, m·μ) | f' = m·μ
 TARGET_STATS = ("max", "mean")  # μ per refused prompt: max | mean of the code over the target positions
 TARGET_POSITIONS = ("post_inst", "content")  # … the post-instruction tokens | every real token after the first
 ATTACKS = ("prefill", "none")  # the attack that works on this model, beside the natural jailbreak prompts
+FITTING_SPLITS = ("harmful_train", "harmless_train")  # calibration and gate fitting read these: never measured on
 
 
 @dataclass
@@ -39,7 +40,7 @@ class HardenConfig:
     target_stat: str = "max"
     target_positions: str = "post_inst"
     n_calib: int = 32  # harmful_train prompts; the refused ones give each feature's mean activation μ
-    # spans ~no to about half over-refusal on harmless_val (refusal scores of the embedded model; docs/hardening.md)
+    # spans ~no to about half over-refusal on harmless_val (refusal scores of the embedded model; docs/harden.md)
     actadd_coeffs: tuple[float, ...] = (0.25, 0.5, 0.75)
     random_multipliers: tuple[float, ...] = (4.0,)
     n_random: int = 1  # random sets per random multiplier
@@ -100,6 +101,10 @@ class HardenConfig:
             raise ConfigError(f"gate sizes must be positive numbers of features, got {self.gate_sizes}")
         if not self.jailbreak_datasets:
             raise ConfigError("no held-out datasets for the jailbreak prompts")
+        fitted = [d for d in self.jailbreak_datasets if d in FITTING_SPLITS]
+        if fitted:
+            raise ConfigError(f"{fitted} choose the steering targets and the gate; measure on held-out prompts "
+                              "(e.g. jailbreakbench, harmbench_test, or a prompt file)")
         if self.families is not None:
             from refusal_sae.data.jailbreaks import get_family  # torch-free
 

@@ -74,11 +74,12 @@ def harden_cmd(
     """Harden refusal by steering the search's refusal features up (unconditionally, and gated on an upstream harm
     feature) against activation addition of the refusal direction: jailbreak success, over-refusal and loss increase
     on held-out prompts, with random-feature controls and paired tests."""
-    from refusal_sae.analysis.harden import run_harden_stage
+    from refusal_sae.analysis.harden import HardenPrompts, run_harden_stage
     from refusal_sae.saes.loading import resolve_saes
 
     cfg = HardenConfig(features=features, multipliers=_floats(multipliers), steer_mode=steer_mode,
-                       target_stat=target_stat, target_positions=target_positions, n_calib=n_calib, actadd_coeffs=_floats(actadd_coeffs),
+                       target_stat=target_stat, target_positions=target_positions, n_calib=n_calib,
+                       actadd_coeffs=_floats(actadd_coeffs),
                        random_multipliers=_floats(random_multipliers), n_random=n_random,
                        gate_layers=int_list(gate_layers), gate_sizes=int_list(gate_sizes) or (), n_gate=n_gate,
                        jailbreak_datasets=tuple(d.strip() for d in datasets.split(",") if d.strip()),
@@ -88,9 +89,10 @@ def harden_cmd(
                        max_new_tokens=max_new_tokens, batch_size=batch_size, n_boot=n_boot, judge=judge, seed=seed)
     cfg.validate()  # before the model loads
     run = run_dir_for(spec, run_dir)
+    prompts = HardenPrompts.load(cfg, data_dir)  # unknown or empty datasets fail here, before the model loads
     handle = spec.load()
     _, sae_set = resolve_saes(handle, saes, sae_release, sae_ids, run.root)
-    res = run_harden_stage(handle, sae_set, run, cfg, data_dir, force=force)
+    res = run_harden_stage(handle, sae_set, run, cfg, data_dir, force=force, prompts=prompts)
 
     from rich.table import Table
 
