@@ -38,7 +38,7 @@ increase**: the mean next-token NLL (nats per token) of the unsteered model's ow
 prompts, under the intervention minus unsteered, with a bootstrap CI over prompts, and the KL(clean ‖ steered) of
 those next-token distributions beside it. Rates carry Wilson 95% CIs; every point is compared with the unsteered
 model on the same prompts (McNemar exact). Controls: ``n_random`` random feature sets of the same per-layer sizes,
-drawn among features that fire at the post-instruction positions of the refused prompts (``μ > 0``: a dead
+drawn among features that fire at the target positions of the refused prompts (``μ > 0``: a dead
 feature's steer does nothing, which would make the control trivially weak), steered the same way.
 
 **Baseline**: activation addition of the refusal direction at its layer, every position, per coefficient; each
