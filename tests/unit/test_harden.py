@@ -25,6 +25,7 @@ from refusal_sae.analysis.harden import (
     live_random_sets,
     loss_increase,
     match_actadd,
+    nearest_actadd,
     steer_set,
     with_prefill,
 )
@@ -291,7 +292,18 @@ def test_harden_sweep_conditional_points_and_resume(tmp_path):
     elif n_fired == 4:
         assert cond.loss_increase == pytest.approx(steer.loss_increase)
     assert steer.kl > 0 and res.point("actadd c=2").kl > 0
-    assert len(res.matched) == 4 and {r.b for r in res.paired} == {"none", "steer m=1", "steer m=4"}
+    assert len(res.matched) == 4
+    assert {r.b for r in res.paired} == {"none", "steer m=1", "steer m=4"} | {
+        nearest_actadd(res.point(n), res.curve("actadd")).name
+        for n in ("steer m=1", "steer m=4", "conditional m=1", "conditional m=4")}
+    for n in ("steer m=1", "conditional m=4"):  # each steered point is paired with its nearest actadd point
+        near = nearest_actadd(res.point(n), res.curve("actadd"))
+        assert abs(near.xstest_refused.rate - res.point(n).xstest_refused.rate) == min(
+            abs(a.xstest_refused.rate - res.point(n).xstest_refused.rate) for a in res.curve("actadd"))
+        rows = [r for r in res.paired if r.a == n and r.b == near.name]
+        assert {r.group for r in rows} == {"jailbreak", "attack", "xstest", "harmless"}
+        xs = next(r for r in rows if r.group == "xstest")
+        assert (xs.count_a, xs.count_b) == (res.point(n).xstest_refused.k, near.xstest_refused.k)
     assert len(res.random_features) == 1 and not set(res.random_features[0]) & set(inputs.features)
     # resumed: every point is read back, nothing generated again; adding a multiplier generates only that point
     engine.generated = 0

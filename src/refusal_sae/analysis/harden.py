@@ -468,6 +468,12 @@ def match_actadd(point: HardenPoint, actadd: Sequence[HardenPoint], none: Harden
     return row
 
 
+def nearest_actadd(point: HardenPoint, actadd: Sequence[HardenPoint]) -> HardenPoint:
+    """The swept activation-addition point whose XSTest over-refusal is closest to ``point``'s (ties: the smaller
+    coefficient): a real generated point on the same prompts, for a paired test beside the interpolated match."""
+    return min(actadd, key=lambda a: (abs(a.xstest_refused.rate - point.xstest_refused.rate), a.value))
+
+
 # --- the analysis --------------------------------------------------------------------------------------------------------
 @dataclass
 class HardenInputs:
@@ -615,7 +621,11 @@ def harden(handle: ModelHandle, saes: Mapping, prompts: HardenPrompts, cfg: Hard
                               labels[f"steer m={m:g}"], group_prompts)
     none = next(p for p in points if p.name == "none")
     actadd = [p for p in points if p.method == "actadd"]
-    matched = [match_actadd(p, actadd, none) for p in points if p.method in ("steer", "conditional")]
+    steered = [p for p in points if p.method in ("steer", "conditional")]
+    matched = [match_actadd(p, actadd, none) for p in steered]
+    for p in steered:  # beside the interpolated match: the generated actadd point nearest in XSTest over-refusal
+        near = nearest_actadd(p, actadd)
+        paired += paired_rows(p.name, near.name, labels[p.name], labels[near.name], group_prompts)
     return HardeningResult(
         features_source=cfg.features, features=features, targets=targets, target_stat=cfg.target_stat,
         target_positions=cfg.target_positions, steer_mode=cfg.steer_mode, n_calib=len(prompts.calib),
@@ -671,5 +681,5 @@ def run_harden_stage(handle: ModelHandle, saes, run: RunDir, cfg: HardenConfig, 
 
 
 __all__ = ["GateFit", "HardenInputs", "HardenPoint", "HardenPrompts", "HardeningResult", "MatchedRow",
-           "PairedRow", "Rate", "best_threshold", "code_stats", "fit_gate", "harden", "match_actadd",
+           "PairedRow", "Rate", "best_threshold", "code_stats", "fit_gate", "harden", "match_actadd", "nearest_actadd",
            "run_harden_stage", "steer_set", "steering_targets", "with_prefill"]

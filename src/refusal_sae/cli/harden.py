@@ -123,6 +123,14 @@ def harden_cmd(
             out.print(f"  {m.point} vs actadd c≈{m.actadd_coeff:.2f} at XSTest over-refusal {m.over_refusal:.2f}: "
                       f"jailbreak {m.jailbreak:.2f} vs {m.actadd_jailbreak:.2f}{att}, Δloss {m.loss_increase:.3f} vs "
                       f"{m.actadd_loss_increase:.3f}")
+    pt = Table(title="paired on the same prompts (McNemar exact): complied for jailbreak / attack, refused for XSTest / "
+                     "harmless")
+    for col in ("a", "b", "group", "a", "b", "only a", "only b", "p"):
+        pt.add_column(col)
+    for r in res.paired:
+        pt.add_row(r.a, r.b, r.group, f"{r.count_a}/{r.n}", f"{r.count_b}/{r.n}", str(r.only_a), str(r.only_b),
+                   f"{r.p_value:.3g}")
+    out.print(pt)
     out.print(f"results in {run.root / 'analysis/harden'}")
     if as_json:
         print(json.dumps(res.to_json()))
