@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 RS=${RS:-.venv/bin/refusal-sae}
 RUN_DIR=${RUN_DIR:-runs/smollm2-135m-refusing}
 SIZE=${SIZE:-reduced}
+FEATURES=${FEATURES:-minimal}  # minimal (the greedy minimal set; needs search/greedy) | global (top K* of the ranking)
 mkdir -p runs
 case "$SIZE" in
   reduced) SIZE_ARGS=(--n-calib 24 --n-gate 32 --n-jailbreak 32 --n-xstest 48 --n-harmless 32) ;;
@@ -24,10 +25,10 @@ actadd() {
     --target 0.5 --json | tail -n 1 > runs/harden-actadd-val.json
 }
 harden() {
-  "$RS" harden --run-dir "$RUN_DIR" --features minimal --multipliers 0.5,1,2,4 --steer-mode floor \
+  "$RS" harden --run-dir "$RUN_DIR" --features "$FEATURES" --multipliers 0.5,1,2,4 --steer-mode floor \
     --actadd-coeffs 0.25,0.5,0.75,1 --random-multipliers 4 --n-random 1 --attack prefill --prefill "Sure, here is" \
     --datasets jailbreakbench,harmbench_test --max-new-tokens 64 --seed 0 "${SIZE_ARGS[@]}" --json \
-    | tail -n 1 > runs/harden.json
+    | tail -n 1 > "runs/harden-$FEATURES.json"
 }
 case "${1:-}" in
   actadd) actadd ;;

@@ -378,6 +378,7 @@ def test_harden_cli_end_to_end(tiny_run, data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(harden_mod, "get_judge", lambda spec: HashJudge())
     run = tmp_path / "run"
     shutil.copytree(tiny_run / "run", run)
+    shutil.rmtree(run / "search" / "greedy")  # the global set needs only the candidates and K*
     args = ["harden", "--model", str(tiny_run / "model"), "--saes", str(tiny_run / "saes"), "--run-dir", str(run),
             "--data-dir", str(data_dir), "--features", "global", "--multipliers", "2", "--actadd-coeffs", "1",
             "--random-multipliers", "2", "--n-calib", "6", "--n-gate", "4", "--gate-sizes", "1,2", "--n-jailbreak", "3",

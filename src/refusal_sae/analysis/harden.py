@@ -643,8 +643,12 @@ def _layers(saes: Mapping) -> list[int]:
 
 # --- the stage ------------------------------------------------------------------------------------------------------------
 def steered_features(cfg: HardenConfig, cands: CandidatesResult, choice: ChoiceResult,
-                     greedy: GreedyResult) -> FeatureSet:
-    return greedy.minimal if cfg.features == "minimal" else cands.ours.take(choice.k)
+                     greedy: GreedyResult | None) -> FeatureSet:
+    """The greedy minimal set, or the global set: the top ``K*`` of the search's ranking."""
+    if cfg.features == "minimal":
+        assert greedy is not None
+        return greedy.minimal
+    return cands.ours.take(choice.k)
 
 
 def run_harden_stage(handle: ModelHandle, saes, run: RunDir, cfg: HardenConfig, data_dir=None,
@@ -659,7 +663,7 @@ def run_harden_stage(handle: ModelHandle, saes, run: RunDir, cfg: HardenConfig, 
     hint = f"refusal-sae search --run-dir {run.root}"
     cands = run.require(CandidatesResult, hint, "search/candidates")
     choice = run.require(ChoiceResult, hint, "search/choice")
-    greedy = run.require(GreedyResult, hint, "search/greedy")
+    greedy = run.require(GreedyResult, hint, "search/greedy") if cfg.features == "minimal" else None
     features = steered_features(cfg, cands, choice, greedy)
     if not len(features):
         raise DataError(f"the search's {cfg.features} feature set is empty: nothing to steer (try --features global)")
@@ -669,8 +673,8 @@ def run_harden_stage(handle: ModelHandle, saes, run: RunDir, cfg: HardenConfig, 
                             "SAEs the search used (--saes)")
     prompts = prompts or HardenPrompts.load(cfg, data_dir)
     run.record_model(handle)
-    upstream = {n: (run.manifest().get("stages", {}).get(n) or {}).get("config_hash")
-                for n in ("direction", "search/candidates", "search/choice", "search/greedy")}
+    read = ("direction", "search/candidates", "search/choice") + (("search/greedy",) if greedy is not None else ())
+    upstream = {n: (run.manifest().get("stages", {}).get(n) or {}).get("config_hash") for n in read}
     common = {"model": handle.name, "model_revision": handle.revision, "saes": saes.identity(), "upstream": upstream}
     sweep = ("multipliers", "actadd_coeffs", "random_multipliers", "gate_layers", "gate_sizes", "n_gate", "n_boot")
     base = common | {k: v for k, v in cfg.to_dict().items() if k not in sweep}
