@@ -6,8 +6,9 @@
 #                                           # the coefficients of the baseline were checked, never on a test split)
 #   bash scripts/measure_harden.sh harden   # the hardening curve on held-out prompts (results in $RUN_DIR/analysis/harden)
 #   bash scripts/measure_harden.sh all      # both
-# SIZE=reduced (default) is the measured size of docs/harden.md, sized to ~15 minutes on 2 CPU cores; SIZE=full uses
-# the command's defaults (48 jailbreak instructions, 64 XSTest, 48 harmless_test, 32 calibration, 48 gate prompts).
+# SIZE=reduced (default) is the measured size of docs/harden.md, sized to ~15 minutes on 2 shared CPU cores (about one
+# second per judged 64-token answer: 8 points x 88 prompts + 16 calibration prompts); SIZE=full uses the command's
+# defaults (48 jailbreak instructions, 64 XSTest, 48 harmless_test, 32 calibration, 48 gate prompts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RS=${RS:-.venv/bin/refusal-sae}
@@ -16,17 +17,17 @@ SIZE=${SIZE:-reduced}
 FEATURES=${FEATURES:-minimal}  # minimal (the greedy minimal set; needs search/greedy) | global (top K* of the ranking)
 mkdir -p runs
 case "$SIZE" in
-  reduced) SIZE_ARGS=(--n-calib 24 --n-gate 32 --n-jailbreak 32 --n-xstest 48 --n-harmless 32) ;;
+  reduced) SIZE_ARGS=(--n-calib 16 --n-gate 24 --n-jailbreak 24 --n-xstest 24 --n-harmless 16) ;;
   full) SIZE_ARGS=() ;;
   *) echo "SIZE must be reduced or full" >&2; exit 2 ;;
 esac
 actadd() {
-  "$RS" calibrate-actadd --run-dir "$RUN_DIR" --coeffs 0.25,0.5,0.75,1 --dataset harmless_val --n 32 --seed 0 \
+  "$RS" calibrate-actadd --run-dir "$RUN_DIR" --coeffs 0.25,0.5,1 --dataset harmless_val --n 24 --seed 0 \
     --target 0.5 --json | tail -n 1 > runs/harden-actadd-val.json
 }
 harden() {
-  "$RS" harden --run-dir "$RUN_DIR" --features "$FEATURES" --multipliers 0.5,1,2,4 --steer-mode floor \
-    --actadd-coeffs 0.25,0.5,0.75,1 --random-multipliers 4 --n-random 1 --attack prefill --prefill "Sure, here is" \
+  "$RS" harden --run-dir "$RUN_DIR" --features "$FEATURES" --multipliers 0.5,1,2 --steer-mode floor \
+    --actadd-coeffs 0.25,0.5,1 --random-multipliers 2 --n-random 1 --attack prefill --prefill "Sure, here is" \
     --datasets jailbreakbench,harmbench_test --max-new-tokens 64 --seed 0 "${SIZE_ARGS[@]}" --json \
     | tail -n 1 > "runs/harden-$FEATURES.json"
 }

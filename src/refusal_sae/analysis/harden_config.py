@@ -40,8 +40,9 @@ class HardenConfig:
     target_stat: str = "max"
     target_positions: str = "post_inst"
     n_calib: int = 32  # harmful_train prompts; the refused ones give each feature's mean activation μ
-    # spans ~no to about half over-refusal on harmless_val (refusal scores of the embedded model; docs/harden.md)
-    actadd_coeffs: tuple[float, ...] = (0.25, 0.5, 0.75)
+    # 1: the embedded model's calibrated coefficient (0.92 of 100 harmless_val prompts refused,
+    # docs/refusal-direction.md); the smaller ones fill in the low over-refusal end of the baseline's curve
+    actadd_coeffs: tuple[float, ...] = (0.25, 0.5, 1.0)
     random_multipliers: tuple[float, ...] = (4.0,)
     n_random: int = 1  # random sets per random multiplier
     gate_layers: tuple[int, ...] | None = None  # None: the SAE layers before the first steered layer (all when none)
