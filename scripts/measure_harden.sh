@@ -7,7 +7,7 @@
 #   bash scripts/measure_harden.sh harden   # the hardening curve on held-out prompts (results in $RUN_DIR/analysis/harden)
 #   bash scripts/measure_harden.sh all      # both
 # SIZE=reduced (default) is the measured size of docs/harden.md, sized to ~15 minutes on 2 shared CPU cores (about one
-# second per judged 64-token answer: 8 points x 88 prompts + 16 calibration prompts); SIZE=full uses the command's
+# second per judged 64-token answer: 7 points x 88 prompts + 16 calibration prompts); SIZE=full uses the command's
 # defaults (48 jailbreak instructions, 64 XSTest, 48 harmless_test, 32 calibration, 48 gate prompts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ actadd() {
 }
 harden() {
   "$RS" harden --run-dir "$RUN_DIR" --features "$FEATURES" --multipliers 0.5,1,2 --steer-mode floor \
-    --actadd-coeffs 0.25,0.5,1 --random-multipliers 2 --n-random 1 --attack prefill --prefill "Sure, here is" \
+    --actadd-coeffs 0.5,1 --random-multipliers 2 --n-random 1 --attack prefill --prefill "Sure, here is" \
     --datasets jailbreakbench,harmbench_test --max-new-tokens 64 --seed 0 "${SIZE_ARGS[@]}" --json \
     | tail -n 1 > "runs/harden-$FEATURES.json"
 }
