@@ -7,7 +7,7 @@
 #   bash scripts/measure_harden.sh harden   # the hardening curve on held-out prompts (results in $RUN_DIR/analysis/harden)
 #   bash scripts/measure_harden.sh all      # both
 # SIZE=reduced (default) is the measured size of docs/harden.md, sized to ~15 minutes on 2 shared CPU cores (about one
-# second per judged 64-token answer: 7 points x 88 prompts + 16 calibration prompts); SIZE=full uses the command's
+# second per judged 64-token answer: 7 points x 72 prompts + 16 calibration prompts); SIZE=full uses the command's
 # defaults (48 jailbreak instructions, 64 XSTest, 48 harmless_test, 32 calibration, 48 gate prompts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ SIZE=${SIZE:-reduced}
 FEATURES=${FEATURES:-minimal}  # minimal (the greedy minimal set; needs search/greedy) | global (top K* of the ranking)
 mkdir -p runs
 case "$SIZE" in
-  reduced) SIZE_ARGS=(--n-calib 16 --n-gate 24 --n-jailbreak 24 --n-xstest 24 --n-harmless 16) ;;
+  reduced) SIZE_ARGS=(--n-calib 16 --n-gate 24 --n-jailbreak 16 --n-xstest 24 --n-harmless 16) ;;
   full) SIZE_ARGS=() ;;
   *) echo "SIZE must be reduced or full" >&2; exit 2 ;;
 esac
