@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from refusal_sae.cli import analysis, direction, evaluate, finetune, interactions, judges, run, saes, search  # noqa: F401  (register commands)
+from refusal_sae.cli import analysis, direction, evaluate, finetune, harden, interactions, judges, run, saes, search  # noqa: F401  (register commands)
 from refusal_sae.cli.common import app, err
 from refusal_sae.errors import RefusalSaeError
 

@@ -10,7 +10,7 @@ _EXPORTS = {
     "Intervention": "base", "InterventionSet": "base", "SaeIntervention": "base", "set_hooks": "base",
     "ActAdd": "directional", "DirectionAblation": "directional",
     "EngineConfig": "engine", "InterventionEngine": "engine",
-    "direction_interventions": "factory", "FeatureClamp": "feature_clamp",
+    "direction_interventions": "factory", "FeatureClamp": "feature_clamp", "FeatureSteer": "feature_steer",
     "export_model": "orthogonalize", "orthogonalize_": "orthogonalize",
     "DIRECTION_INTERVENTIONS": "spec", "check_intervention": "spec",
 }

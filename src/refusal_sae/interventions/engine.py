@@ -44,6 +44,16 @@ class EngineConfig:
     shared_prefix_attention: bool = True
 
 
+@dataclass
+class AnswerLosses:
+    """:meth:`InterventionEngine.answer_losses`: sums over each answer's tokens."""
+
+    nll_clean: torch.Tensor  # [P] next-token NLL of each answer, no intervention
+    nll: torch.Tensor  # [S, P] … under each set
+    kl: torch.Tensor  # [S, P] KL(clean ‖ set)
+    tokens: torch.Tensor  # [P] answer tokens
+
+
 @contextmanager
 def layers_from(handle: ModelHandle, start: int):
     """Temporarily make the model start at decoder layer ``start`` (feed it ``inputs_embeds``)."""
@@ -213,8 +223,15 @@ class InterventionEngine:
         """``[n_sets]``: KL(clean ‖ set) of the next-token distributions, averaged over the answer tokens of each
         prompt followed by its answer (e.g. the clean model's own greedy answers to harmless prompts): how much an
         intervention moves ordinary behaviour, its capability cost."""
-        from refusal_sae.ops import kl_divergence
+        losses = self.answer_losses(prompts, answers, sets)
+        return losses.kl.sum(1) / max(float(losses.tokens.sum()), 1.0)
 
+    @torch.no_grad()
+    def answer_losses(self, prompts: Sequence[str], answers: Sequence[str], sets: Sequence[InterventionSet]
+                      ) -> AnswerLosses:
+        """Per prompt (and set): the next-token NLL and KL(clean ‖ set) summed over the answer tokens of the prompt
+        followed by its answer (teacher forcing). Per-prompt sums, not pooled means, so that callers can bootstrap
+        over prompts or mix sets prompt by prompt (e.g. a conditional intervention)."""
         h = self.handle
         seqs, starts = [], []
         for p, a in zip(prompts, answers, strict=True):
@@ -222,8 +239,11 @@ class InterventionEngine:
             ids = tuple(f.input_ids) + tuple(h.tokenizer(a, add_special_tokens=False)["input_ids"])
             seqs.append(FormattedPrompt(p, ids, f.inst_start, f.inst_end))
             starts.append(len(f))
+        P, S = len(seqs), len(sets)
+        nll_clean = torch.zeros(P, dtype=torch.float64)
+        nll, kl = torch.zeros(S, P, dtype=torch.float64), torch.zeros(S, P, dtype=torch.float64)
+        tokens = torch.tensor([len(s) - st for s, st in zip(seqs, starts, strict=True)], dtype=torch.float64)
         hooked = _set_hooks(h, sets)
-        total, count = torch.zeros(len(sets), dtype=torch.float64), 0
         for idx in length_sorted_batches([len(s) for s in seqs], self.cfg.prompt_batch_size):
             batch = h.batch([seqs[i] for i in idx])
             T = batch.input_ids.shape[1]
@@ -231,13 +251,20 @@ class InterventionEngine:
             for j, i in enumerate(idx):  # logits at t predict token t + 1: answer tokens from starts[i] on
                 keep[j, T - len(seqs[i]) + starts[i] - 1 :] = True
             keep = keep.to(h.device)
-            clean = h.forward(batch)[:, :-1][keep].double()
+            target = batch.input_ids[:, 1:][keep][:, None]
+            rows = torch.arange(len(idx), device=h.device)[:, None].expand(-1, T - 1)[keep].cpu()
+
+            def per_prompt(values: torch.Tensor, rows: torch.Tensor = rows, n: int = len(idx)) -> torch.Tensor:
+                return torch.zeros(n, dtype=torch.float64).index_add_(0, rows, values.double().cpu())
+
+            clean = h.forward(batch)[:, :-1][keep].double().log_softmax(-1)
+            nll_clean[idx] = per_prompt(-clean.gather(1, target)[:, 0])
             for s, set_hooks in enumerate(hooked):
                 with h.hooks([(name, fn) for _, name, fn in set_hooks]):
-                    edited = h.forward(batch)[:, :-1][keep].double()
-                total[s] += kl_divergence(clean, edited).sum().cpu()
-            count += int(keep.sum())
-        return total / max(count, 1)
+                    edited = h.forward(batch)[:, :-1][keep].double().log_softmax(-1)
+                nll[s, idx] = per_prompt(-edited.gather(1, target)[:, 0])
+                kl[s, idx] = per_prompt((clean.exp() * (clean - edited)).sum(-1))
+        return AnswerLosses(nll_clean, nll, kl, tokens)
 
     # --- generation ----------------------------------------------------------------------------
     def generate(self, prompts, sets: Sequence[InterventionSet], max_new_tokens: int = 64, batch_size: int = 32,
