@@ -25,7 +25,7 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, data_dir):
     run = tmp_path / "demo"
     args = [sys.executable, "-m", "refusal_sae", "demo", "--run-dir", str(run), "--device", "cpu", "--data-dir",
             str(data_dir), *[a for s in SMALLER for a in ("--set", s)]]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(args, capture_output=True, text=True, timeout=2400)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == f"report: {run / 'report.html'}"
     manifest = json.loads((run / "manifest.json").read_text())
