@@ -71,19 +71,31 @@ class FeatureClamp:
             df = f * (self.value - 1.0)
         else:
             df = self.value - f
-        w = sae.W_dec[ids]
-        if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):  # sae-lens act_times_W_dec semantics
-            df = df / w.norm(dim=-1)
-        delta = (df @ w).to(act.dtype)
-        if k is None:
-            return act + delta
-        out = act.clone()
-        out[:, -k:] += delta
-        return out
+        return add_code_change(sae, ids, df, act, k)
 
     def hooks(self, handle: ModelHandle) -> list[tuple[str, HookFn]]:
-        name = self.hook or sae_hook_name(self.sae)
-        parse_hook_point(name, handle.n_layers)
-        if self.sae.cfg.d_in != handle.d_model:
-            raise MismatchError(f"SAE d_in {self.sae.cfg.d_in} does not match model d_model {handle.d_model}")
-        return [(name, lambda act: self.apply(act, self.encode(act)))]
+        return sae_edit_hooks(self, handle)
+
+
+def add_code_change(sae, ids: list[int], df: torch.Tensor, act: torch.Tensor, k: int | None) -> torch.Tensor:
+    """``act + df @ W_dec[ids]`` (on the last ``k`` positions when given): a change of SAE codes written back into
+    the stream with the SAE's biases and reconstruction error untouched (they cancel), so the error term is kept."""
+    w = sae.W_dec[ids]
+    if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):  # sae-lens act_times_W_dec semantics
+        df = df / w.norm(dim=-1)
+    delta = (df @ w).to(act.dtype)
+    if k is None:
+        return act + delta
+    out = act.clone()
+    out[:, -k:] += delta
+    return out
+
+
+def sae_edit_hooks(edit, handle: ModelHandle) -> list[tuple[str, HookFn]]:
+    """The one hook of an SAE edit (``edit.sae``, ``edit.hook``, ``edit.encode`` / ``edit.apply``), checked against
+    the model first."""
+    name = edit.hook or sae_hook_name(edit.sae)
+    parse_hook_point(name, handle.n_layers)
+    if edit.sae.cfg.d_in != handle.d_model:
+        raise MismatchError(f"SAE d_in {edit.sae.cfg.d_in} does not match model d_model {handle.d_model}")
+    return [(name, lambda act: edit.apply(act, edit.encode(act)))]

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from refusal_sae.errors import ConfigError, MismatchError
-from refusal_sae.interventions.feature_clamp import FeatureClamp, sae_hook_name
+from refusal_sae.errors import ConfigError
+from refusal_sae.interventions.feature_clamp import FeatureClamp, add_code_change, sae_edit_hooks
 from refusal_sae.models.handle import ModelHandle
-from refusal_sae.models.hooks import HookFn, parse_hook_point
+from refusal_sae.models.hooks import HookFn
 
 STEER_MODES = ("floor", "set")
 
@@ -73,19 +73,7 @@ class FeatureSteer:
         the chosen rows only (biases and reconstruction error cancel, as in :class:`FeatureClamp`)."""
         sae, ids, k = self.sae, list(self.feature_ids), self.last_positions
         df = self.new_codes(codes) - codes[..., ids]
-        w = sae.W_dec[ids]
-        if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):  # sae-lens act_times_W_dec semantics
-            df = df / w.norm(dim=-1)
-        delta = (df @ w).to(act.dtype)
-        if k is None:
-            return act + delta
-        out = act.clone()
-        out[:, -k:] += delta
-        return out
+        return add_code_change(sae, ids, df, act, k)
 
     def hooks(self, handle: ModelHandle) -> list[tuple[str, HookFn]]:
-        name = self.hook or sae_hook_name(self.sae)
-        parse_hook_point(name, handle.n_layers)
-        if self.sae.cfg.d_in != handle.d_model:
-            raise MismatchError(f"SAE d_in {self.sae.cfg.d_in} does not match model d_model {handle.d_model}")
-        return [(name, lambda act: self.apply(act, self.encode(act)))]
+        return sae_edit_hooks(self, handle)
