@@ -38,6 +38,9 @@ class DirectionConfig:
     def __post_init__(self) -> None:
         if isinstance(self.selection, dict):
             self.selection = SelectionConfig(**self.selection)
+        # counts need no model: checked here, so a bad config fails before the model loads
+        if self.n_train < 1 or self.n_val < 1:
+            raise ConfigError(f"n_train and n_val must be positive, got {self.n_train} and {self.n_val}")
 
     def validate(self, n_layers: int, n_post_inst: int, harm_layers: tuple[int, ...] = ()) -> None:
         """Every setting against a model with ``n_layers`` layers and ``n_post_inst`` post-instruction tokens."""
