@@ -572,7 +572,8 @@ def _plan_upstream(ctx: CheckContext, cfg: UpstreamConfig) -> list[PlanRow]:
     return [PlanRow("upstream", f"refusal features: LA-IG {cfg.ig_steps} steps, {n_tr}+{n_va} train/val, "
                                 f"{len(cfg.thresholds)} X", n_tr + n_va,
                     n_tr + n_va + ig, (n_tr + n_va) * cfg.max_new_tokens),
-            PlanRow("upstream", f"{plain} plain → {pairs} wrapped: drops, clamp + {cfg.n_random} random, tokens", plain + pairs, plain * (2 + cfg.n_random) + 4 * pairs)]
+            PlanRow("upstream", f"{plain} plain → {pairs} wrapped: drops, clamp + {cfg.n_random} random, tokens",
+                    plain + pairs, plain * (2 + cfg.n_random) + 4 * pairs)]
 
 
 def _run_upstream(ctx, cfg: UpstreamConfig):
