@@ -76,17 +76,13 @@ def test_pipeline_runs_the_analyses_resumes_and_reports(tiny_dir, data_dir, tmp_
     """direction → search → jailbreaks → upstream → probes → harden on a tiny random Llama. A random model never
     refuses, so the judges are stand-ins: the search's labels hash the answer; the analyses' judge refuses a harmful
     prompt unless it injects a compliant opening (prefix injection does), and answers every harmless one."""
-    import refusal_sae.analysis.harden as harden_mod
-    import refusal_sae.analysis.jailbreaks as jbmod
     import refusal_sae.search.stage as search_stage
     from refusal_sae.pipeline.runner import run_pipeline
-    from tests.unit.test_probes import _judge
+    from tests.unit.test_pipeline import analysis_judges
     from tests.unit.test_search import HashJudge, tiny_saes
 
     monkeypatch.setattr(search_stage, "get_judge", lambda spec: HashJudge())
-    judge = _judge(data_dir)
-    monkeypatch.setattr(jbmod, "get_judge", lambda spec: judge)
-    monkeypatch.setattr(harden_mod, "get_judge", lambda spec: judge)
+    analysis_judges(monkeypatch, data_dir)
     saes = tmp_path / "saes"
     for L, sae in tiny_saes().items():
         sae.save_model(saes / f"blocks.{L}.hook_resid_post")
