@@ -541,7 +541,8 @@ def _sum_jailbreaks(res) -> str:
         return f"{r.family} {r.n - r.refused}/{r.n}"
 
     top = sorted(res.table, key=lambda r: -(r.n - r.refused) / max(r.n, 1))[:3]
-    ctl = f"; control {nr(res.control)}" if res.control is not None else ""
+    c = res.control
+    ctl = f"; neutral control {c.n - c.refused}/{c.n}" if c is not None else ""
     return (f"{res.n_instructions or len(res.rows)} {'refused instructions' if res.mode == 'wrap' else 'prompts'}; "
             f"not refused: {', '.join(map(nr, top))}{ctl}")
 
