@@ -18,13 +18,23 @@ SMALLER = ["direction.n_train=16", "direction.n_val=8", "direction.selection.lay
            "search.clamps=[0]", "search.ig_steps=2", "search.n_attribution=4", "search.n_harmless=4", "search.n_val=8",
            "search.n_random=1", "search.greedy_seeds=1", "search.greedy_taus=[0.1]", "search.n_card_prompts=2",
            "search.max_new_tokens=16", "search_table.n=4", "search_table.n_harmless=4"]
+# stage 5, the analyses (jailbreaks, upstream, probes, harden) at their smallest working sizes
+SMALLER_ANALYSES = ["jailbreaks.families=[payload_splitting, distractors]", "jailbreaks.n_instructions=3",
+                    "jailbreaks.batch_size=4", "jailbreaks.max_new_tokens=16", "upstream.n_train=4", "upstream.n_val=4",
+                    "upstream.ig_steps=1", "upstream.n_random=1", "upstream.max_instructions=2",
+                    "upstream.max_new_tokens=16", "probes.n_train=4", "probes.n_val=4", "probes.n_test=4",
+                    "probes.n_random=2", "probes.n_boot=50", "probes.max_new_tokens=16", "harden.multipliers=[2.0]",
+                    "harden.actadd_coeffs=[1.0]", "harden.n_calib=4", "harden.n_gate=4", "harden.gate_sizes=[1]",
+                    "harden.n_jailbreak=2", "harden.n_xstest=2", "harden.n_harmless=2", "harden.n_boot=50",
+                    "harden.max_new_tokens=16"]
 
 
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_writes_the_report(tmp_path, data_dir):
     run = tmp_path / "demo"
     args = [sys.executable, "-m", "refusal_sae", "demo", "--run-dir", str(run), "--device", "cpu", "--data-dir",
-            str(data_dir), *[a for s in SMALLER for a in ("--set", s)]]
+            str(data_dir), *[a for s in SMALLER for a in ("--set", s)],
+            *[a for s in SMALLER_ANALYSES for a in ("--set", s)]]
     r = subprocess.run(args, capture_output=True, text=True, timeout=2400)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == f"report: {run / 'report.html'}"
@@ -41,8 +51,15 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, data_dir):
     page = (run / "report.html").read_text()
     for sid in ("direction", "sae-quality", "search", "calibration", "evals"):
         assert f'<section id="{sid}">' in page
+    assert {"analysis/jailbreaks", "analysis/upstream", "analysis/probes", "analysis/harden"} <= set(manifest["stages"])
+    jb = json.loads((run / "analysis" / "jailbreaks" / "result.json").read_text())["data"]
+    assert [r["family"] for r in jb["table"]] == ["payload_splitting", "distractors"] and jb["control"]["n"] >= 1
+    harden = json.loads((run / "analysis" / "harden" / "result.json").read_text())["data"]
+    assert [p["name"] for p in harden["points"]][:3] == ["none", "steer m=2", "actadd c=1"]
+    for sid in ("jailbreaks", "upstream", "probes", "hardening"):
+        assert f'<section id="{sid}">' in page, sid
     from refusal_sae.report.browser import browser_missing, check_in_browser
 
     if browser_missing() is None:
         res = check_in_browser(run / "report.html", tmp_path / "demo.png")
-        assert res.drawn == res.figures >= 14 and res.errors == []
+        assert res.drawn == res.figures >= 14 + 7 and res.errors == []  # analyses: 1 + 2 + 2 + 2 at least

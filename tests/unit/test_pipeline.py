@@ -262,8 +262,8 @@ def test_paper_configs_dry_run_offline_and_bad_config_errors(tmp_path):
 
 def test_gemma_config_runs_on_a_tiny_gemma2_with_a_local_sae(gemma_dir, sae_dir, data_dir, tmp_path, monkeypatch):
     """The full pipeline through configs/gemma-2-2b-it.yaml, the feature search included: only the model, the SAEs,
-    the device and sizes change. In-process (typer's runner) so that the search's judge can be the hash judge: a
-    random tiny model never refuses, and a search needs refused prompts."""
+    the device and sizes change. In-process (typer's runner) so that the judges can be stand-ins: a random tiny model
+    never refuses, and a search (and the analyses) need refused prompts."""
     from typer.testing import CliRunner
 
     import refusal_sae.search.stage as search_stage
@@ -271,6 +271,7 @@ def test_gemma_config_runs_on_a_tiny_gemma2_with_a_local_sae(gemma_dir, sae_dir,
     from tests.unit.test_search import HashJudge
 
     monkeypatch.setattr(search_stage, "get_judge", lambda spec: HashJudge())
+    analysis_judges(monkeypatch, data_dir)
     run = tmp_path / "run"
     small = ["direction.n_train=6", "direction.n_val=4", "direction.selection.layers=[1, 2]",
              "direction.selection.max_kl=1e9", "direction.selection.min_induce=-1e9", "harm_vs_refusal.layers=[1, 2]",
@@ -280,14 +281,14 @@ def test_gemma_config_runs_on_a_tiny_gemma2_with_a_local_sae(gemma_dir, sae_dir,
              "search.k_per_layer=4", "search.top_k=[2, 4]", "search.clamps=[0, -1]", "search.ig_steps=2",
              "search.n_attribution=4", "search.n_harmless=4", "search.n_val=8", "search.n_random=2",
              "search.greedy_seeds=2", "search.n_card_prompts=2", "search.max_new_tokens=3", "search.batch_size=4",
-             "search_table.n=6", "search_table.n_harmless=3"]
+             "search_table.n=6", "search_table.n_harmless=3", *SMALL_ANALYSES]
     args = ["run", str(CONFIGS / "gemma-2-2b-it.yaml"), "--model", str(gemma_dir), "--saes", str(sae_dir),
             "--device", "cpu", "--dtype", "float32", "--run-dir", str(run), "--data-dir", str(data_dir),
             *[a for s in small for a in ("--set", s)]]
     runner = CliRunner()
     r = runner.invoke(app, args)
     assert r.exit_code == 0, (r.output[-3000:], r.exception)
-    assert f"report: {run / 'report.html'}" in r.output and "[5/7] eval" in r.output and "[7/7] search_table" in r.output
+    assert f"report: {run / 'report.html'}" in r.output and "[5/11] eval" in r.output and "[7/11] search_table" in r.output
     manifest = json.loads((run / "manifest.json").read_text())
     assert set(manifest["stages"]) >= {"direction", "harm_vs_refusal", "sae_metrics", "actadd_calibration",
                                        "search/candidates", "search/choice", "search/greedy", "search/cards", "search/table"}
@@ -302,8 +303,32 @@ def test_gemma_config_runs_on_a_tiny_gemma2_with_a_local_sae(gemma_dir, sae_dir,
         assert f'<section id="{sid}">' in page, sid
     cards = json.loads((run / "search" / "cards" / "result.json").read_text())["data"]["cards"]
     assert ('<section id="cards">' in page) == bool(cards)  # a random SAE's minimal set may be empty
+    assert "[11/11] harden" in r.output and '<section id="hardening">' in page  # the analyses (stage 5)
     r2 = runner.invoke(app, args)  # everything complete: skipped
-    assert r2.exit_code == 0 and r2.output.count("complete for this config: skipped") == 7
+    assert r2.exit_code == 0 and r2.output.count("complete for this config: skipped") == 11
+
+
+# stage 5, the analyses, at their smallest sizes (features: global, as a random SAE's minimal set may be empty)
+SMALL_ANALYSES = ["jailbreaks.families=[prefix_injection, style_injection]", "jailbreaks.n_instructions=3",
+                  "jailbreaks.batch_size=4", "jailbreaks.max_new_tokens=2", "upstream.n_train=4", "upstream.n_val=4",
+                  "upstream.ig_steps=1", "upstream.last=3", "upstream.n_random=1", "upstream.thresholds=[0.25, 0.5]",
+                  "upstream.max_new_tokens=2", "probes.n_train=4", "probes.n_val=3", "probes.n_test=3",
+                  "probes.n_random=2", "probes.n_boot=20", "probes.cs=[1.0]", "probes.max_new_tokens=2",
+                  "harden.features=global", "harden.multipliers=[2]", "harden.actadd_coeffs=[1]", "harden.n_calib=4",
+                  "harden.n_gate=3", "harden.gate_sizes=[1]", "harden.n_jailbreak=2", "harden.n_xstest=2",
+                  "harden.n_harmless=2", "harden.max_new_tokens=3", "harden.n_boot=20"]
+
+
+def analysis_judges(monkeypatch, data_dir) -> None:
+    """The analyses' judge for a random tiny model: a harmful prompt is refused unless it injects a compliant opening
+    (prefix injection does), every harmless one answered."""
+    import refusal_sae.analysis.harden as harden_mod
+    import refusal_sae.analysis.jailbreaks as jbmod
+    from tests.unit.test_probes import _judge
+
+    judge = _judge(data_dir)
+    monkeypatch.setattr(jbmod, "get_judge", lambda spec: judge)
+    monkeypatch.setattr(harden_mod, "get_judge", lambda spec: judge)
 
 
 def _results(run: Path) -> dict[str, object]:

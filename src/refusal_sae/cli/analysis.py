@@ -12,27 +12,32 @@ import typer
 
 from refusal_sae.analysis.configs import JailbreaksConfig, ProbeConfig, UpstreamConfig, jailbreak_stage_name
 from refusal_sae.cli.common import (
+    BatchSizeOpt,
     DataDirOpt,
     ForceOpt,
+    IdsOpt,
     JsonOpt,
+    JudgeOpt,
+    MaxNewTokensOpt,
+    NBootOpt,
+    ReleaseOpt,
     RunDirOpt,
+    SaesOpt,
+    SeedOpt,
     app,
     float_list,
     model_options,
+    names,
     out,
     run_dir_for,
+    sae_set,
 )
-from refusal_sae.cli.search import IdsOpt, ReleaseOpt, SaesOpt
 from refusal_sae.models.options import ModelSpec
 
 J, U, P = JailbreaksConfig, UpstreamConfig, ProbeConfig
 TEST = ",".join(J.datasets)
 JbDatasetsOpt = Annotated[str, typer.Option("--jailbreak-datasets", help="The jailbreak table to read: the --datasets it was made with.")]
 JbFileOpt = Annotated[Optional[str], typer.Option("--jailbreak-file", help="… or the --dataset file it was made with.")]
-
-
-def _names(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def _ci(ci) -> str:
@@ -42,12 +47,6 @@ def _ci(ci) -> str:
 
 def _num(x, fmt: str = ".2f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
-
-
-def _saes(handle, run, saes, sae_release, sae_ids):
-    from refusal_sae.saes.loading import resolve_saes
-
-    return resolve_saes(handle, saes, sae_release, sae_ids, run.root)[1]
 
 
 @app.command("jailbreaks")
@@ -61,10 +60,10 @@ def jailbreaks_cmd(
     n_instructions: Annotated[int, typer.Option(help="Refused plain instructions wrapped in every family (seeded sample).")] = J.n_instructions,
     n: Annotated[Optional[int], typer.Option(help="File mode: prompts used (seeded sample; default all).")] = None,
     control: Annotated[bool, typer.Option("--control/--no-control", help="Also wrap in the neutral control wrapper (paired McNemar per family).")] = True,
-    seed: Annotated[int, typer.Option(help="Sampling and wrapping seed.")] = J.seed,
-    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per judged answer.")] = J.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = J.batch_size,
-    judge: Annotated[str, typer.Option(help="Judge of the answers.")] = J.judge,
+    seed: SeedOpt = J.seed,
+    max_new_tokens: MaxNewTokensOpt = J.max_new_tokens,
+    batch_size: BatchSizeOpt = J.batch_size,
+    judge: JudgeOpt = J.judge,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -73,7 +72,7 @@ def jailbreaks_cmd(
     paired against a neutral wrapper; the (plain refused → wrapped) pairs for `upstream` and `probe`."""
     from refusal_sae.analysis.jailbreaks import prepare, run_jailbreaks_stage
 
-    cfg = JailbreaksConfig(datasets=_names(datasets) or (), dataset=dataset, families=_names(families),
+    cfg = JailbreaksConfig(datasets=names(datasets) or (), dataset=dataset, families=names(families),
                            n_instructions=n_instructions, n=n, neutral_control=control, seed=seed,
                            max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge)
     prepare(cfg, data_dir)  # settings, families and prompt files, before the model loads
@@ -130,10 +129,10 @@ def upstream_cmd(
     ig_steps: Annotated[int, typer.Option(help="LA-IG interpolation steps.")] = U.ig_steps,
     max_instructions: Annotated[Optional[int], typer.Option(help="Analyse the pairs of at most this many plain instructions (seeded).")] = None,
     top_tokens: Annotated[int, typer.Option(help="Suppressing tokens listed per family.")] = U.top_tokens,
-    seed: Annotated[int, typer.Option(help="Sampling / random-set seed.")] = U.seed,
-    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per judged answer (refusal of the training prompts).")] = U.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Prompts per attribution batch.")] = U.batch_size,
-    judge: Annotated[str, typer.Option(help="Judge of the answers.")] = U.judge,
+    seed: SeedOpt = U.seed,
+    max_new_tokens: MaxNewTokensOpt = U.max_new_tokens,
+    batch_size: BatchSizeOpt = U.batch_size,
+    judge: JudgeOpt = U.judge,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -142,7 +141,7 @@ def upstream_cmd(
     jailbreak succeeds vs fails and when the upstream features are clamped (vs random), suppressing tokens per family."""
     from refusal_sae.analysis.upstream import prepare_upstream, run_upstream_stage
 
-    cfg = UpstreamConfig(jailbreaks=jailbreak_stage_name(_names(jailbreak_datasets) or (), jailbreak_file),
+    cfg = UpstreamConfig(jailbreaks=jailbreak_stage_name(names(jailbreak_datasets) or (), jailbreak_file),
                          n_train=n_train, n_val=n_val, thresholds=float_list(thresholds), k=k, clamp=_clamp(clamp),
                          last=last, position_frac=position_frac, n_random=n_random, ig_steps=ig_steps,
                          max_instructions=max_instructions, top_tokens=top_tokens, seed=seed,
@@ -150,7 +149,7 @@ def upstream_cmd(
     run = run_dir_for(spec, run_dir)
     prepare_upstream(run, cfg)  # settings and earlier results, before the model loads
     handle = spec.load()
-    res = run_upstream_stage(handle, _saes(handle, run, saes, sae_release, sae_ids), run, cfg, data_dir)
+    res = run_upstream_stage(handle, sae_set(handle, run, saes, sae_release, sae_ids), run, cfg, data_dir)
     from rich.table import Table
 
     out.print(f"refusal features ({len(res.refusal_features)}, in ≥ {res.threshold:.0%} of the per-prompt sets of "
@@ -203,11 +202,11 @@ def probe_cmd(
     n_ood: Annotated[Optional[int], typer.Option(help="--ood-dataset: prompts used (seeded sample; default all).")] = None,
     n_random: Annotated[int, typer.Option(help="Random feature sets per size.")] = P.n_random,
     cs: Annotated[str, typer.Option("--cs", help="Inverse regularisation strengths tried on validation.")] = ",".join(f"{c:g}" for c in P.cs),
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples of the test prompts.")] = P.n_boot,
-    seed: Annotated[int, typer.Option(help="Sampling / random-set / bootstrap seed.")] = P.seed,
-    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per judged answer (the labels).")] = P.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Prompts per batch.")] = P.batch_size,
-    judge: Annotated[str, typer.Option(help="Judge of the answers.")] = P.judge,
+    n_boot: NBootOpt = P.n_boot,
+    seed: SeedOpt = P.seed,
+    max_new_tokens: MaxNewTokensOpt = P.max_new_tokens,
+    batch_size: BatchSizeOpt = P.batch_size,
+    judge: JudgeOpt = P.judge,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -216,14 +215,14 @@ def probe_cmd(
     residual stream (layer chosen on validation), in and out of distribution, with bootstrap CIs and OOD gains."""
     from refusal_sae.analysis.probes import prepare_probes, run_probe_stage
 
-    cfg = ProbeConfig(jailbreaks=jailbreak_stage_name(_names(jailbreak_datasets) or (), jailbreak_file),
-                      ood_dataset=ood_dataset, feature_sets=_names(features) or (), n_train=n_train, n_val=n_val,
+    cfg = ProbeConfig(jailbreaks=jailbreak_stage_name(names(jailbreak_datasets) or (), jailbreak_file),
+                      ood_dataset=ood_dataset, feature_sets=names(features) or (), n_train=n_train, n_val=n_val,
                       n_test=n_test, n_ood=n_ood, n_random=n_random, cs=float_list(cs), n_boot=n_boot, seed=seed,
                       max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge)
     run = run_dir_for(spec, run_dir)
     prepare_probes(run, cfg, data_dir)  # settings, earlier results and prompt files, before the model loads
     handle = spec.load()
-    res = run_probe_stage(handle, _saes(handle, run, saes, sae_release, sae_ids), run, cfg, data_dir)
+    res = run_probe_stage(handle, sae_set(handle, run, saes, sae_release, sae_ids), run, cfg, data_dir)
     from rich.table import Table
 
     for test, title in (("in_distribution", "in distribution (held-out plain prompts)"),

@@ -4,23 +4,32 @@ capability cost (jailbreak success vs over-refusal vs loss increase)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from refusal_sae.analysis.harden_config import HardenConfig
 from refusal_sae.cli.common import (
+    BatchSizeOpt,
     DataDirOpt,
     ForceOpt,
+    IdsOpt,
     JsonOpt,
+    JudgeOpt,
+    MaxNewTokensOpt,
+    NBootOpt,
+    ReleaseOpt,
     RunDirOpt,
+    SaesOpt,
+    SeedOpt,
     app,
     float_list,
     int_list,
     model_options,
+    names,
     out,
     run_dir_for,
+    sae_set,
 )
 from refusal_sae.models.options import ModelSpec
 
@@ -40,9 +49,9 @@ def _rate(r) -> str:
 def harden_cmd(
     spec: ModelSpec,
     run_dir: RunDirOpt = None,
-    saes: Annotated[Optional[Path], typer.Option("--saes", help="Folder of SAEs saved by sae-lens (default: <run-dir>/saes, else the embedded model's committed SAEs).")] = None,
-    sae_release: Annotated[Optional[str], typer.Option("--sae-release", help="sae-lens release, e.g. gemma-scope-2b-pt-res-canonical.")] = None,
-    sae_ids: Annotated[Optional[str], typer.Option("--sae-ids", help="Comma-separated SAE ids of --sae-release.")] = None,
+    saes: SaesOpt = None,
+    sae_release: ReleaseOpt = None,
+    sae_ids: IdsOpt = None,
     features: Annotated[str, typer.Option(help="Refusal features to steer: minimal (the search's greedy minimal set) | global (its top K*).")] = H.features,
     multipliers: Annotated[str, typer.Option(help="Steering sweep: each feature raised to m × its mean activation on refused prompts, e.g. '1,2,4'.")] = ",".join(f"{m:g}" for m in H.multipliers),
     steer_mode: Annotated[str, typer.Option(help="floor: f' = max(f, m·μ) | set: f' = m·μ.")] = H.steer_mode,
@@ -62,11 +71,11 @@ def harden_cmd(
     prefill: Annotated[str, typer.Option(help="Forced start of the answer for the prefill attack.")] = H.prefill,
     n_xstest: Annotated[int, typer.Option(help="XSTest safe prompts (over-refusal).")] = H.n_xstest,
     n_harmless: Annotated[int, typer.Option(help="harmless_test prompts (over-refusal and the loss increase).")] = H.n_harmless,
-    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per judged answer.")] = H.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Prompts per batch.")] = H.batch_size,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples of the loss increase.")] = H.n_boot,
-    judge: Annotated[str, typer.Option(help="Judge of the generations.")] = H.judge,
-    seed: Annotated[int, typer.Option(help="Sampling / random-set seed.")] = H.seed,
+    max_new_tokens: MaxNewTokensOpt = H.max_new_tokens,
+    batch_size: BatchSizeOpt = H.batch_size,
+    n_boot: NBootOpt = H.n_boot,
+    judge: JudgeOpt = H.judge,
+    seed: SeedOpt = H.seed,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -75,24 +84,23 @@ def harden_cmd(
     feature) against activation addition of the refusal direction: jailbreak success, over-refusal and loss increase
     on held-out prompts, with random-feature controls and paired tests."""
     from refusal_sae.analysis.harden import HardenPrompts, run_harden_stage
-    from refusal_sae.saes.loading import resolve_saes
 
     cfg = HardenConfig(features=features, multipliers=_floats(multipliers), steer_mode=steer_mode,
                        target_stat=target_stat, target_positions=target_positions, n_calib=n_calib,
                        actadd_coeffs=_floats(actadd_coeffs),
                        random_multipliers=_floats(random_multipliers), n_random=n_random,
                        gate_layers=int_list(gate_layers), gate_sizes=int_list(gate_sizes) or (), n_gate=n_gate,
-                       jailbreak_datasets=tuple(d.strip() for d in datasets.split(",") if d.strip()),
+                       jailbreak_datasets=names(datasets) or (),
                        n_jailbreak=n_jailbreak,
-                       families=None if families is None else tuple(f.strip() for f in families.split(",") if f.strip()),
+                       families=names(families),
                        attack=attack, prefill=prefill, n_xstest=n_xstest, n_harmless=n_harmless,
                        max_new_tokens=max_new_tokens, batch_size=batch_size, n_boot=n_boot, judge=judge, seed=seed)
     cfg.validate()  # before the model loads
     run = run_dir_for(spec, run_dir)
     prompts = HardenPrompts.load(cfg, data_dir)  # unknown or empty datasets fail here, before the model loads
     handle = spec.load()
-    _, sae_set = resolve_saes(handle, saes, sae_release, sae_ids, run.root)
-    res = run_harden_stage(handle, sae_set, run, cfg, data_dir, force=force, prompts=prompts)
+    res = run_harden_stage(handle, sae_set(handle, run, saes, sae_release, sae_ids), run, cfg, data_dir, force=force,
+                           prompts=prompts)
 
     from rich.table import Table
 

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from refusal_sae.cli.common import DataDirOpt, JsonOpt, RunDirOpt, app, float_list, int_list, model_options, out, run_dir_for
+from refusal_sae.cli.common import (
+    DataDirOpt,
+    IdsOpt,
+    JsonOpt,
+    ReleaseOpt,
+    RunDirOpt,
+    SaesOpt,
+    app,
+    float_list,
+    int_list,
+    model_options,
+    out,
+    run_dir_for,
+)
 from refusal_sae.models.options import ModelSpec
 from refusal_sae.search.config import SearchConfig
 
 S = SearchConfig  # defaults live in the torch-free config
-SaesOpt = Annotated[Optional[Path], typer.Option("--saes", help="Folder of SAEs saved by sae-lens (default: <run-dir>/saes, else the embedded model's committed SAEs).")]
-ReleaseOpt = Annotated[Optional[str], typer.Option("--sae-release", help="sae-lens release, e.g. gemma-scope-2b-pt-res-canonical.")]
-IdsOpt = Annotated[Optional[str], typer.Option("--sae-ids", help="Comma-separated SAE ids of --sae-release.")]
 
 
 def _config(layers, k_per_layer, direction_source, ig_steps, n_attribution, n_val, top_k, clamp, n_random, greedy_tau,

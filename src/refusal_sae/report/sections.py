@@ -387,6 +387,7 @@ for spec in (
     SectionSpec("search", "Feature search: comparison with CIs, flip curves", ("search_table",), "search"),  # report/search.py
     SectionSpec("interactions", "Feature interactions (FM): heatmap and K-sweep", ("interactions",), "interactions"),
     SectionSpec("dormant", "Dormant features by round", ("dormant",), "dormant"),
+    SectionSpec("jailbreaks", "Jailbreak families vs a neutral wrapper", ("analysis_jailbreaks",), "jailbreaks"),
     SectionSpec("upstream", "Upstream → downstream features", ("upstream",), "analyses"),
     SectionSpec("probes", "Probe accuracies", ("probes",), "probes"),
     SectionSpec("hardening", "Hardening curve", ("hardening",), "hardening"),
