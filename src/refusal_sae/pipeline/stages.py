@@ -489,6 +489,23 @@ FM_SPLITS = ("harmful_train", "harmless_train", "harmful_val", "harmless_val", "
 HELDOUT_USERS = ("interactions", "dormant")
 
 
+@dataclass
+class NotRun:
+    """What the runner returns when the search left nothing to work on (an empty minimal set): no result is written,
+    the run goes on, and the stage's line says why."""
+
+    reason: str
+
+
+def _unless_empty(run: Callable[[], Any]) -> Any:
+    from refusal_sae.search.interactions import EmptyMinimalSetError
+
+    try:
+        return run()
+    except EmptyMinimalSetError as e:
+        return NotRun(str(e))
+
+
 def _n_heldout(ctx: CheckContext, cfg: InteractionsConfig | DormantConfig) -> int:
     return sum(ctx.size(d, cfg.n_heldout) for d in cfg.datasets)
 
@@ -512,14 +529,14 @@ def _plan_heldout(ctx: CheckContext, name: str, cfg: InteractionsConfig | Dorman
     """The held-out judging, counted once: in the first of the two stages, unless search_table's judgements fit."""
     if next(s for s in ctx.config.stages if s in HELDOUT_USERS) != name:
         return []
-    n, what = _n_heldout(ctx, cfg), ", ".join(cfg.datasets)
+    n = _n_heldout(ctx, cfg)
     table = ctx.config.stage_configs.get("search_table") if "search_table" in ctx.config.stages else None
     search = ctx.config.stage_configs["search"]
     if table is not None and table_judged_same(heldout_settings(cfg), {"datasets": table.datasets, "n": table.n},
                                                {"seed": search.seed, "judge": search.judge,
                                                 "max_new_tokens": search.max_new_tokens}):
-        return [PlanRow(name, f"held out: {n} prompts of {what}, the table's judgements reused", n, 0)]
-    return [PlanRow(name, f"held out: which of {n} prompts of {what} the model refuses, judged", n, n,
+        return [PlanRow(name, f"held-out refusals: {n} prompts, search_table's judgements reused", n, 0)]
+    return [PlanRow(name, f"held-out refusals: which of {n} prompts the model refuses, judged", n, n,
                     n * cfg.max_new_tokens)]
 
 
@@ -535,8 +552,9 @@ def _check_interactions(ctx: CheckContext, cfg: InteractionsConfig) -> None:
 def _sweep_ks(cfg: InteractionsConfig, pool_max: int) -> tuple[str, int]:
     """The K values as text and how many (an upper bound when they follow the minimal set's size)."""
     if cfg.k_values is not None:
-        return ",".join(map(str, cfg.k_values)), len(cfg.k_values)
-    return "minimal size × 1, 2, 4, … and the pool", max(1, pool_max - 1).bit_length() + 1
+        return "K " + ",".join(map(str, cfg.k_values)), len(cfg.k_values)
+    n = max(1, pool_max - 1).bit_length() + 1
+    return f"≤{n} K (minimal size doubled, pool)", n
 
 
 def _plan_interactions(ctx: CheckContext, cfg: InteractionsConfig) -> list[PlanRow]:
@@ -553,17 +571,19 @@ def _plan_interactions(ctx: CheckContext, cfg: InteractionsConfig) -> list[PlanR
     return [*_plan_heldout(ctx, "interactions", cfg),
             PlanRow("interactions", f"FM rows: {train} train, {val} val, ≤{test} test prompts × (unclamped, clamped)",
                     rows, 4 * rows),
-            PlanRow("interactions", f"FM (rank {cfg.rank}, {cfg.epochs} epochs) vs probe; K sweep K {ks} × FM / probe / "
-                                    f"{cfg.n_random} random", n, n * sets, n * sets * cfg.max_new_tokens)]
+            PlanRow("interactions", f"FM vs probe; K sweep: {ks} × FM, probe, {cfg.n_random} random", n, n * sets,
+                    n * sets * cfg.max_new_tokens)]
 
 
 def _run_interactions(ctx, cfg: InteractionsConfig):
     from refusal_sae.search.interactions import run_interactions_stage
 
-    return run_interactions_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir)
+    return _unless_empty(lambda: run_interactions_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir))
 
 
 def _sum_interactions(res) -> str:
+    if isinstance(res, NotRun):
+        return f"no result: {res.reason}"
     data, model, sweep = res
     fm, probe = model.metrics["FM"]["test"], model.metrics["linear probe"]["test"]
     rows = {(r.k, r.ranking): r for r in sweep.rows}
@@ -597,10 +617,9 @@ def _plan_dormant(ctx: CheckContext, cfg: DormantConfig) -> list[PlanRow]:
     sets, members = len(cfg.sets), len(cfg.sets) * k
     # each set clamped and judged; on the prompts it flips (≤ n): members' activity twice, every removal scored and
     # (at most) judged
-    silent = PlanRow("dormant", f"critical-but-silent: {'/'.join(cfg.sets)} set on {n} held-out refused, ≤{k} "
-                                f"removals each", n, n * (3 * sets + sets + members) + n * members,
+    silent = PlanRow("dormant", f"critical-but-silent: {'/'.join(cfg.sets)} set on {n} held-out refused", n, n * (3 * sets + sets + members) + n * members,
                      n * (sets + members) * cfg.max_new_tokens)
-    newly = PlanRow("dormant", f"newly active: minimal set + {cfg.n_random} random clamps, by position", n,
+    newly = PlanRow("dormant", f"newly active: minimal set + {cfg.n_random} random clamp(s), by position", n,
                     2 * n * (1 + cfg.n_random))
     rows = [*_plan_heldout(ctx, "dormant", cfg), silent, newly]
     if cfg.max_rounds:
@@ -609,7 +628,7 @@ def _plan_dormant(ctx: CheckContext, cfg: DormantConfig) -> list[PlanRow]:
         ig = cfg.ig_steps or s.ig_steps
         greedy = -(-k // s.greedy_block) + k  # block pass, then single features (upper bound)
         judged = (cfg.max_rounds + 1) * (1 + cfg.n_random) * n_val
-        rows.append(PlanRow("dormant", f"≤{cfg.max_rounds} rounds: LA-IG {ig} steps on {n_attr}, greedy, judged on "
+        rows.append(PlanRow("dormant", f"≤{cfg.max_rounds} round(s): LA-IG {ig} steps on {n_attr}, greedy, judged on "
                                        f"≤{n_val} harmful_val", n_attr + n_val,
                             n_val + (cfg.max_rounds + 1) * (n_attr + n_val) + judged
                             + cfg.max_rounds * n_attr * (3 * ig + 2 + 1 + greedy * s.greedy_seeds),
@@ -620,10 +639,12 @@ def _plan_dormant(ctx: CheckContext, cfg: DormantConfig) -> list[PlanRow]:
 def _run_dormant(ctx, cfg: DormantConfig):
     from refusal_sae.search.dormant import run_dormant_stage
 
-    return run_dormant_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir)
+    return _unless_empty(lambda: run_dormant_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir))
 
 
 def _sum_dormant(res) -> str:
+    if isinstance(res, NotRun):
+        return f"no result: {res.reason}"
     silent, newly, rounds = res
     crit = ", ".join(f"{s.set_name} {s.silent_critical} of {s.silent_pairs} silent (active {s.active_critical} of "
                      f"{s.active_pairs})" for s in silent.summaries)

@@ -76,6 +76,11 @@ SPLITS = ("train", "val", "test")
 
 
 # --- what the search left in the run directory ------------------------------------------------------------------------
+class EmptyMinimalSetError(DataError):
+    """The search's greedy filtering kept no feature: stages 3-5 have no set to clamp (a result of the search, not a
+    mistake in the settings; ``refusal-sae run`` reports it and goes on)."""
+
+
 @dataclass
 class SearchContext:
     """The feature search's results in a run directory, and the settings it ran with."""
@@ -108,7 +113,8 @@ class SearchContext:
         choice = run.require(ChoiceResult, hint, "search/choice", "search result (search/choice)")
         greedy = run.require(GreedyResult, hint, "search/greedy", "search result (search/greedy)")
         if not len(greedy.minimal):
-            raise DataError(f"the search's minimal set in {run.root / 'search/greedy'} is empty: nothing to ablate")
+            raise EmptyMinimalSetError(f"the search's minimal set in {run.root / 'search/greedy'} is empty: nothing to "
+                                       "ablate")
         used = (GreedyResult.read_meta(run.root / "search/greedy") or {}).get("config", {})
         cfg = SearchConfig(**{k: v for k, v in used.items() if k in SearchConfig.__dataclass_fields__})
         stages = run.manifest().get("stages", {})
