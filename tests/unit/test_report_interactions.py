@@ -144,7 +144,7 @@ def test_dormant_section(tmp_path):
     sec = _section(page, "dormant")
     # critical-but-silent beside the active members, Wilson intervals, the screen said
     lo, hi = wilson_interval(2, 5)
-    assert f"<td>global</td><td class='num'>4</td><td class='num'>0.667" in sec and f"0.400 [{lo:.3f}, {hi:.3f}]" in sec
+    assert "<td>global</td><td class='num'>4</td><td class='num'>0.667" in sec and f"0.400 [{lo:.3f}, {hi:.3f}]" in sec
     assert "judged counts are lower bounds" in sec and "<td>global</td><td>L1:5</td><td class='num'>2</td>" in sec
     # newly active by position kind beside random clamps: minimal 35 pairs vs mean 10.5
     assert "<b>35</b> (prompt, feature) pairs vs 10.5" in sec and "<td>post_instruction</td>" in sec

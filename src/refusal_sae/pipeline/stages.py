@@ -615,10 +615,10 @@ def _plan_dormant(ctx: CheckContext, cfg: DormantConfig) -> list[PlanRow]:
     n = min(cfg.n_prompts, _n_heldout(ctx, cfg))
     k = max(s.top_k)  # the found sets hold at most K* features
     sets, members = len(cfg.sets), len(cfg.sets) * k
-    # each set clamped and judged; on the prompts it flips (≤ n): members' activity twice, every removal scored and
-    # (at most) judged
-    silent = PlanRow("dormant", f"critical-but-silent: {'/'.join(cfg.sets)} set on {n} held-out refused", n, n * (3 * sets + sets + members) + n * members,
-                     n * (sets + members) * cfg.max_new_tokens)
+    # per set: judged once and its members' activity read twice; on the prompts it flips (≤ n) the whole set and every
+    # removal scored, and each removal (at most) judged
+    silent = PlanRow("dormant", f"critical-but-silent: {'/'.join(cfg.sets)} set on {n} held-out refused", n,
+                     n * (3 * sets) + n * (sets + members) + n * members, n * (sets + members) * cfg.max_new_tokens)
     newly = PlanRow("dormant", f"newly active: minimal set + {cfg.n_random} random clamp(s), by position", n,
                     2 * n * (1 + cfg.n_random))
     rows = [*_plan_heldout(ctx, "dormant", cfg), silent, newly]
