@@ -1,6 +1,6 @@
 """`refusal-sae demo` on the embedded model, through the packaged demo config at a further-reduced size (a few minutes
-on 2 idle cores): every stage (the feature search and its table included), the run directory, the report (and, where
-Chromium is installed, that it draws)."""
+on 2 idle cores): every stage (the feature search, its table, interactions and dormant features included), the run
+directory, the report (and, where Chromium is installed, that it draws)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,12 @@ SMALLER = ["direction.n_train=16", "direction.n_val=8", "direction.selection.lay
            "eval.*.max_new_tokens=24", "search.layers=[17, 20]", "search.k_per_layer=3", "search.top_k=[3, 6]",
            "search.clamps=[0]", "search.ig_steps=2", "search.n_attribution=4", "search.n_harmless=4", "search.n_val=8",
            "search.n_random=1", "search.greedy_seeds=1", "search.greedy_taus=[0.1]", "search.n_card_prompts=2",
-           "search.max_new_tokens=16", "search_table.n=4", "search_table.n_harmless=4"]
+           "search.max_new_tokens=16", "search_table.n=4", "search_table.n_harmless=4",
+           # stages 3-4 on the table's held-out sample (its judgements reused: same n, seed, judge and answer length)
+           "interactions.n_heldout=4", "interactions.max_new_tokens=16", "interactions.n_train=4", "interactions.n_val=4",
+           "interactions.n_test_harmless=4", "interactions.pool_size=8", "interactions.epochs=3", "interactions.n_boot=50",
+           "interactions.k_values=[3]", "interactions.n_sweep=4", "dormant.n_heldout=4", "dormant.max_new_tokens=16",
+           "dormant.n_prompts=4", "dormant.n_val=4", "dormant.n_attribution=2", "dormant.ig_steps=2"]
 # stage 5, the analyses (jailbreaks, upstream, probes, harden) at their smallest working sizes
 SMALLER_ANALYSES = ["jailbreaks.families=[payload_splitting, distractors]", "jailbreaks.n_instructions=3",
                     "jailbreaks.batch_size=4", "jailbreaks.max_new_tokens=16", "upstream.n_train=4", "upstream.n_val=4",
@@ -48,8 +53,16 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, data_dir):
     assert {"search/candidates", "search/choice", "search/greedy", "search/cards", "search/table"} <= set(manifest["stages"])
     table = json.loads((run / "search" / "table" / "result.json").read_text())["data"]
     assert table["n_total"] == 8 and table["n_refused"] >= 1 and table["k"] in (3, 6)
+    assert {"search/heldout", "search/interactions/data", "search/interactions/fm", "search/interactions/ksweep",
+            "search/dormant/silent", "search/dormant/newly_active", "search/dormant/rounds"} <= set(manifest["stages"])
+    heldout = json.loads((run / "search" / "heldout" / "result.json").read_text())["data"]
+    assert heldout["source"].startswith("search/table") and len(heldout["refused"]) == table["n_refused"]
+    sweep = json.loads((run / "search" / "interactions" / "ksweep" / "result.json").read_text())["data"]
+    assert sweep["ks"] == [3] and {r["ranking"] for r in sweep["rows"]} >= {"FM", "linear probe", "random", "minimal set"}
+    rounds = json.loads((run / "search" / "dormant" / "rounds" / "result.json").read_text())["data"]
+    assert rounds["rows"][0]["round"] == 0 and 1 <= len(rounds["rows"]) <= 2
     page = (run / "report.html").read_text()
-    for sid in ("direction", "sae-quality", "search", "calibration", "evals"):
+    for sid in ("direction", "sae-quality", "search", "interactions", "dormant", "calibration", "evals"):
         assert f'<section id="{sid}">' in page
     assert {"analysis/jailbreaks", "analysis/upstream", "analysis/probes", "analysis/harden"} <= set(manifest["stages"])
     jb = json.loads((run / "analysis" / "jailbreaks" / "result.json").read_text())["data"]
@@ -62,4 +75,4 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, data_dir):
 
     if browser_missing() is None:
         res = check_in_browser(run / "report.html", tmp_path / "demo.png")
-        assert res.drawn == res.figures >= 14 + 7 and res.errors == []  # analyses: 1 + 2 + 2 + 2 at least
+        assert res.drawn == res.figures >= 14 + 7 + 7 and res.errors == []  # interactions 4, dormant 3; analyses 1 + 2 + 2 + 2

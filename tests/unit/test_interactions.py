@@ -411,3 +411,6 @@ def test_heldout_refused_reuses_the_search_table_when_it_judged_the_same_way(sea
     (other.root / "search/heldout/result.json").unlink()
     with pytest.raises(AssertionError, match="judged again"):
         heldout_refused(handle, other, NoEngine(), None, [str(searched.heldout)], search_cfg["judge"], 7, 8)
+    with pytest.raises(AssertionError, match="judged again"):  # a sample the table did not take: judged here
+        heldout_refused(handle, other, NoEngine(), None, [str(searched.heldout)], search_cfg["judge"],
+                        search_cfg["max_new_tokens"], 8, n=5, seed=search_cfg["seed"])

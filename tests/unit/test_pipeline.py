@@ -266,11 +266,16 @@ def test_gemma_config_runs_on_a_tiny_gemma2_with_a_local_sae(gemma_dir, sae_dir,
     never refuses, and a search (and the analyses) need refused prompts."""
     from typer.testing import CliRunner
 
+    import refusal_sae.search.dormant as dormant
+    import refusal_sae.search.interactions as inter
     import refusal_sae.search.stage as search_stage
     from refusal_sae.cli import app
+    from tests.unit.test_interactions import _median_labels
     from tests.unit.test_search import HashJudge
 
-    monkeypatch.setattr(search_stage, "get_judge", lambda spec: HashJudge())
+    for mod in (search_stage, inter, dormant):
+        monkeypatch.setattr(mod, "get_judge", lambda spec: HashJudge())
+    monkeypatch.setattr(inter, "labels", _median_labels)  # both classes in every split of a model that never refuses
     analysis_judges(monkeypatch, data_dir)
     run = tmp_path / "run"
     small = ["direction.n_train=6", "direction.n_val=4", "direction.selection.layers=[1, 2]",
@@ -281,14 +286,19 @@ def test_gemma_config_runs_on_a_tiny_gemma2_with_a_local_sae(gemma_dir, sae_dir,
              "search.k_per_layer=4", "search.top_k=[2, 4]", "search.clamps=[0, -1]", "search.ig_steps=2",
              "search.n_attribution=4", "search.n_harmless=4", "search.n_val=8", "search.n_random=2",
              "search.greedy_seeds=2", "search.n_card_prompts=2", "search.max_new_tokens=3", "search.batch_size=4",
-             "search_table.n=6", "search_table.n_harmless=3", *SMALL_ANALYSES]
+             "search_table.n=6", "search_table.n_harmless=3", "interactions.n_heldout=6", "interactions.max_new_tokens=3",
+             "interactions.n_train=4", "interactions.n_val=3", "interactions.n_test_harmless=2", "interactions.pool_size=6",
+             "interactions.epochs=2", "interactions.n_boot=20", "interactions.k_values=[1]", "interactions.n_sweep=3",
+             "interactions.n_random=1", "dormant.n_heldout=6", "dormant.max_new_tokens=3", "dormant.n_prompts=3",
+             "dormant.max_rounds=0", "dormant.n_random=1",
+             *SMALL_ANALYSES]
     args = ["run", str(CONFIGS / "gemma-2-2b-it.yaml"), "--model", str(gemma_dir), "--saes", str(sae_dir),
             "--device", "cpu", "--dtype", "float32", "--run-dir", str(run), "--data-dir", str(data_dir),
             *[a for s in small for a in ("--set", s)]]
     runner = CliRunner()
     r = runner.invoke(app, args)
     assert r.exit_code == 0, (r.output[-3000:], r.exception)
-    assert f"report: {run / 'report.html'}" in r.output and "[5/11] eval" in r.output and "[7/11] search_table" in r.output
+    assert f"report: {run / 'report.html'}" in r.output and "[5/13] eval" in r.output and "[7/13] search_table" in r.output
     manifest = json.loads((run / "manifest.json").read_text())
     assert set(manifest["stages"]) >= {"direction", "harm_vs_refusal", "sae_metrics", "actadd_calibration",
                                        "search/candidates", "search/choice", "search/greedy", "search/cards", "search/table"}
@@ -303,9 +313,15 @@ def test_gemma_config_runs_on_a_tiny_gemma2_with_a_local_sae(gemma_dir, sae_dir,
         assert f'<section id="{sid}">' in page, sid
     cards = json.loads((run / "search" / "cards" / "result.json").read_text())["data"]["cards"]
     assert ('<section id="cards">' in page) == bool(cards)  # a random SAE's minimal set may be empty
-    assert "[11/11] harden" in r.output and '<section id="hardening">' in page  # the analyses (stage 5)
+    minimal = json.loads((run / "search" / "greedy" / "result.json").read_text())["data"]["minimal"]["items"]
+    for stage, folder in (("interactions", "search/interactions/ksweep"), ("dormant", "search/dormant/newly_active")):
+        # an empty minimal set leaves nothing to clamp: said in the stage's line, no result, the run goes on
+        assert (run / folder / "result.json").exists() == bool(minimal), stage
+        assert (f'<section id="{stage}">' in page) == bool(minimal)
+    assert ("no result: the search's minimal set" in r.output) == (not minimal)
+    assert "[13/13] harden" in r.output and '<section id="hardening">' in page  # the analyses (stage 5)
     r2 = runner.invoke(app, args)  # everything complete: skipped
-    assert r2.exit_code == 0 and r2.output.count("complete for this config: skipped") == 11
+    assert r2.exit_code == 0 and r2.output.count("complete for this config: skipped") == 13
 
 
 # stage 5, the analyses, at their smallest sizes (features: global, as a random SAE's minimal set may be empty)
@@ -420,3 +436,139 @@ def test_pipeline_runs_the_search_and_its_report_draws(tiny_dir, data_dir, tmp_p
         pytest.skip(f"browser check: {why}")
     res = check_in_browser(report)
     assert res.figures >= 6 and res.drawn == res.figures and res.errors == [] and res.overflowing == 0
+
+
+# --- stages 3-4: interactions, dormant ---------------------------------------------------------------------------
+STAGES_34 = ["direction", "search", "search_table", "interactions", "dormant"]
+SEARCH_34 = {"k_per_layer": 4, "top_k": [2, 4], "clamps": [0, -1], "n_attribution": 4, "n_val": 8, "ig_steps": 2,
+             "n_harmless": 4, "n_random": 2, "greedy_seeds": 2, "n_card_prompts": 2, "max_new_tokens": 3}
+
+
+@pytest.mark.parametrize("raw, error, needle", [
+    ({"interactions": {"rank": 0}}, ConfigError,
+     "interactions: the FM rank (embedding dimension) must be positive, got 0"),
+    ({"interactions": {"k_values": [2, 500], "pool_size": 12}}, ConfigError,
+     "interactions: K = 500 is larger than the pool (at most 16 features"),
+    ({"interactions": {"datasets": ["harmful_train"]}}, ConfigError, "interactions: harmful_train is not held-out"),
+    ({"interactions": {"datasets": ["nope"]}}, DataError, "interactions: unknown dataset 'nope'"),
+    ({"interactions": {"judge": "oracle"}}, ConfigError, "interactions: unknown judge 'oracle'"),
+    ({"interactions": {"n_heldout": 0}}, ConfigError, "interactions: these settings must be positive: n_heldout=0"),
+    ({"dormant": {"sets": ["perprompt"]}}, ConfigError, "dormant: sets must be taken from ('global', 'minimal')"),
+    ({"dormant": {"max_rounds": -1}}, ConfigError, "dormant: max_rounds must be non-negative, got -1"),
+    ({"dormant": {"screen": "some"}}, ConfigError, "dormant: screen must be one of"),
+    ({"interactions": {"max_new_tokens": 8}, "dormant": {"max_new_tokens": 3}}, ConfigError,
+     "interactions and dormant share the held-out prompts the model refuses (search/heldout), but their settings "
+     "differ (max_new_tokens 8 vs 3)"),
+    ({"stages": ["direction", "interactions"]}, ConfigError, "stage 'interactions' needs stage 'search' before it"),
+    ({"stages": ["direction", "dormant", "search"]}, ConfigError, "stage 'dormant' needs stage 'search' before it"),
+])
+def test_interactions_and_dormant_settings_fail_before_any_work(tiny_dir, data_dir, sae_dir, raw, error, needle):
+    raw = {"stages": STAGES_34, "saes": {"folder": str(sae_dir)}, "search": SEARCH_34} | raw
+    with pytest.raises(error) as e:
+        _check(raw, tiny_dir, data_dir)
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"interactions": {"rnk": 20}}, "unknown key 'rnk' in section 'interactions'; known keys: n_train, n_val"),
+    ({"dormant": {"rounds": 2}}, "unknown key 'rounds' in section 'dormant'; known keys: datasets, n_heldout"),
+    ({"interactions": {"k_values": "many"}}, "interactions.k_values"),
+])
+def test_interactions_and_dormant_sections_are_typed(raw, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(raw=raw)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    from refusal_sae.search.interactions_config import DormantConfig, InteractionsConfig
+
+    cfg = load_config(raw={"seed": 4, "interactions": {"k_values": [8, 4]}, "dormant": {"n_heldout": 6}})
+    assert cfg.section("interactions") == InteractionsConfig(k_values=(4, 8), seed=4)  # the rest: the stage's defaults
+    assert cfg.section("dormant") == DormantConfig(n_heldout=6, seed=4)
+    assert {"interactions", "dormant"} <= set(cfg.stages)  # listed by default
+
+
+def test_plan_of_interactions_and_dormant(tiny_dir, data_dir, sae_dir):
+    raw = {"stages": STAGES_34, "saes": {"folder": str(sae_dir)}, "search": SEARCH_34,
+           "search_table": {"datasets": ["jailbreakbench"], "n": 9, "n_harmless": 4},
+           "interactions": {"datasets": ["jailbreakbench"], "n_heldout": 9, "n_train": 5, "n_val": 3,
+                            "n_test_harmless": 2, "k_values": [2, 4], "n_sweep": 6, "n_random": 2, "max_new_tokens": 3},
+           "dormant": {"datasets": ["jailbreakbench"], "n_heldout": 9, "n_prompts": 4, "sets": ["minimal"],
+                       "max_rounds": 2, "n_attribution": 3, "n_val": 5, "ig_steps": 2, "n_random": 1,
+                       "max_new_tokens": 3}}
+    plan = _check(raw, tiny_dir, data_dir)
+    rows = [r for r in plan.rows if r.stage in ("interactions", "dormant")]
+    held, data, sweep, silent, newly, rounds = rows
+    assert held.stage == "interactions" and "search_table's judgements reused" in held.what and held.forwards == 0
+    assert data.prompts == 10 + 6 + 9 + 2 and data.forwards == 4 * data.prompts
+    assert sweep.prompts == 6 and sweep.generated == 6 * (1 + 2 * (2 + 2)) * 3
+    assert silent.stage == newly.stage == rounds.stage == "dormant" and silent.prompts == 4
+    assert newly.forwards == 2 * 4 * 2 and rounds.generated == (5 + 3 * 2 * 5) * 3
+    raw["interactions"]["max_new_tokens"] = raw["dormant"]["max_new_tokens"] = 8  # not the search's: judged here
+    held = next(r for r in _check(raw, tiny_dir, data_dir).rows if r.stage == "interactions")
+    assert held.what.endswith("judged") and held.generated == 9 * 8
+
+
+def test_pipeline_runs_interactions_and_dormant_resumes_and_reports(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """direction → search → search_table → interactions → dormant on a tiny random Llama with two random SAEs; the
+    held-out judgements come from the table; a rerun skips every stage; both report sections draw."""
+    import refusal_sae.search.dormant as dormant
+    import refusal_sae.search.interactions as inter
+    import refusal_sae.search.stage as search_stage
+    from refusal_sae.pipeline.runner import run_pipeline
+    from refusal_sae.runs import RunDir
+    from refusal_sae.search.result import GreedyResult
+    from tests.unit.test_interactions import _median_labels
+    from tests.unit.test_search import HashJudge, tiny_saes
+
+    for mod in (search_stage, inter, dormant):  # a random tiny model never refuses
+        monkeypatch.setattr(mod, "get_judge", lambda spec: HashJudge())
+    monkeypatch.setattr(inter, "labels", _median_labels)  # both classes in every split
+    saes = tmp_path / "saes"
+    for L, sae in tiny_saes().items():
+        sae.save_model(saes / f"blocks.{L}.hook_resid_post")
+    heldout = tmp_path / "heldout.json"
+    heldout.write_text(json.dumps([f"Explain step {i} of picking a lock" for i in range(14)]))
+    run = tmp_path / "run"
+    held = {"datasets": [str(heldout)], "n_heldout": 12, "max_new_tokens": 3, "batch_size": 8}
+    raw = {"model": {"model": str(tiny_dir), "device": "cpu", "dtype": "float32"}, "saes": {"folder": str(saes)},
+           "data_dir": str(data_dir), "run_dir": str(run), "seed": 0, "stages": STAGES_34[:2],
+           "direction": {"n_train": 4, "n_val": 3, "selection": {"layers": [1, 2], "positions": [-1], "max_kl": 1e9,
+                                                                 "min_induce": -1e9}},
+           "search": SEARCH_34, "search_table": {"datasets": [str(heldout)], "n": 12, "n_harmless": 3},
+           "interactions": held | {"n_train": 6, "n_val": 4, "n_test_harmless": 4, "pool_size": 12, "epochs": 3,
+                                   "n_boot": 50, "k_values": [2], "n_sweep": 5, "n_random": 1},
+           "dormant": held | {"n_prompts": 5, "sets": ["minimal"], "screen": "none", "max_rounds": 1,
+                              "n_attribution": 3, "ig_steps": 2, "n_val": 6, "n_random": 1}}
+    run_pipeline(load_config(raw=raw), lambda line: None)
+    rd = RunDir(run)
+    greedy = rd.load(GreedyResult, "search/greedy")
+    if not len(greedy.minimal):  # the random tiny model's greedy filter may prune everything: plant two features
+        greedy.minimal = greedy.start.take(2)
+        greedy.save(run / "search/greedy", GreedyResult.read_meta(run / "search/greedy"))
+    logs: list[str] = []
+    report = run_pipeline(load_config(raw=raw | {"stages": STAGES_34}), logs.append)  # direction, search: resumed
+    text = "\n".join(logs)
+    assert text.count("complete for this config: skipped") == 2 and "[4/5] interactions" in text
+    assert "held-out AUC FM" in text and "[5/5] dormant" in text and "critical: minimal" in text
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert {"search/heldout", "search/interactions/data", "search/interactions/fm", "search/interactions/ksweep",
+            "search/interactions/ksweep/k2", "search/dormant/silent", "search/dormant/newly_active",
+            "search/dormant/rounds", "search/dormant/rounds/r0"} <= set(stages)
+    refused = json.loads((run / "search/heldout/result.json").read_text())["data"]
+    table = json.loads((run / "search/table/result.json").read_text())["data"]
+    assert refused["source"].startswith("search/table") and refused["n_total"] == table["n_total"] == 12
+    assert len(refused["refused"]) == table["n_refused"]
+    silent = json.loads((run / "search/dormant/silent/result.json").read_text())["data"]
+    assert [s["set_name"] for s in silent["summaries"]] == ["minimal"] and len(silent["prompts"]) <= 5
+    page = report.read_text()
+    for sid in ("search", "interactions", "dormant"):
+        assert f'<section id="{sid}">' in page, sid
+    assert "K sweep (held out)" in page and "Newly active under the minimal set" in page and "Rounds of re-search" in page
+    logs.clear()
+    run_pipeline(load_config(raw=raw | {"stages": STAGES_34}), logs.append)  # complete: every stage skipped
+    assert sum("complete for this config: skipped" in line for line in logs) == 5
+    from refusal_sae.report.browser import browser_missing, check_in_browser
+
+    if (why := browser_missing()) is not None:
+        pytest.skip(f"browser check: {why}")
+    res = check_in_browser(report)
+    assert res.figures >= 13 and res.drawn == res.figures and res.errors == [] and res.overflowing == 0

@@ -63,7 +63,11 @@ def synthetic_run(root: Path, search: bool = True) -> Path:
         res, cfg = _eval(dataset, iv, labels, 2.0 if iv == "actadd" else 1.0)
         run.save(res, cfg, name=f"eval/tiny__{dataset}{'' if iv == 'none' else '__' + iv}")
     if search:
+        from tests.unit.test_report_interactions import synthetic_dormant, synthetic_interactions
+
         synthetic_search(run)
+        synthetic_interactions(run)
+        synthetic_dormant(run)
     return root
 
 
@@ -124,10 +128,10 @@ def test_report_sections_escaping_and_offline(tmp_path):
     path = render_report(synthetic_run(tmp_path / "run"))
     assert path == tmp_path / "run" / "report.html"
     page = path.read_text()
-    for sid in ("run", "direction", "sae-quality", "search", "calibration", "evals", "cards"):
+    for sid in ("run", "direction", "sae-quality", "search", "interactions", "dormant", "calibration", "evals", "cards"):
         assert f'<section id="{sid}">' in page, sid
     # stages that do not exist yet: one short line each
-    assert '<section id="interactions" class="off">' in page and "stage not available yet" in page
+    assert '<section id="upstream" class="off">' in page and "stage not available yet" in page
     # self-contained: no external script, style sheet or image
     assert not re.search(r"<(script|img|link)[^>]+(src|href)=[\"']?(https?:)?//", page)
     assert "cdn.plot.ly" not in page.split("</head>")[1]
@@ -190,7 +194,8 @@ def test_report_draws_in_headless_chromium(tmp_path):
     path = render_report(synthetic_run(tmp_path / "run"))
     shot = tmp_path / "report.png"
     res = check_in_browser(path, shot)
-    assert res.figures >= 14 and res.drawn == res.figures  # every figure has a non-empty SVG (search: 6)
+    assert res.figures >= 21 and res.drawn == res.figures  # every figure has a non-empty SVG (search: 6,
+    # interactions: 4, dormant: 3)
     assert res.errors == [], res.errors
     assert res.overflowing == 0  # each figure fits its column (sized after the layout, not while parsing)
     assert shot.stat().st_size > 20_000 and res.height > 2000

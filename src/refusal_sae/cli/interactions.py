@@ -15,6 +15,7 @@ from refusal_sae.search.interactions_config import DormantConfig, InteractionsCo
 
 IC, DC = InteractionsConfig, DormantConfig  # defaults live in the torch-free configs
 DatasetsOpt = Annotated[str, typer.Option(help="Held-out harmful sets (comma-separated); the prompts the unclamped model refuses are used.")]
+NHeldoutOpt = Annotated[Optional[int], typer.Option(help="A seeded sample of this many prompts of each held-out set (default: every prompt).")]
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -48,6 +49,7 @@ def interactions_cmd(
     n_val: Annotated[int, typer.Option(help="harmful_val and harmless_val prompts (each) for early stopping and the probe's C.")] = IC.n_val,
     n_test_harmless: Annotated[int, typer.Option(help="harmless_test prompts among the held-out rows.")] = IC.n_test_harmless,
     datasets: DatasetsOpt = ",".join(IC.datasets),
+    n_heldout: NHeldoutOpt = None,
     reduce: Annotated[str, typer.Option(help="Reduction of each feature's code over the post-instruction tokens: max | mean.")] = IC.reduce,
     pool_size: Annotated[int, typer.Option(help="Features beside the minimal set: those firing on the most harmful training prompts under its clamp.")] = IC.pool_size,
     label_threshold: Annotated[float, typer.Option(help="A row is refused when its refusal score exceeds this.")] = IC.label_threshold,
@@ -71,7 +73,7 @@ def interactions_cmd(
     from refusal_sae.search.interactions import run_interactions_stage
 
     cfg = InteractionsConfig(n_train=n_train, n_val=n_val, n_test_harmless=n_test_harmless, datasets=_names(datasets),
-                             reduce=reduce, pool_size=pool_size, label_threshold=label_threshold, rank=rank, lr=lr,
+                             n_heldout=n_heldout, reduce=reduce, pool_size=pool_size, label_threshold=label_threshold, rank=rank, lr=lr,
                              epochs=epochs, k_values=int_list(k), n_sweep=n_sweep, n_random=n_random,
                              max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge, seed=seed)
     cfg.validate()
@@ -134,6 +136,7 @@ def dormant_cmd(
     sae_release: ReleaseOpt = None,
     sae_ids: IdsOpt = None,
     datasets: DatasetsOpt = ",".join(DC.datasets),
+    n_heldout: NHeldoutOpt = None,
     n_prompts: Annotated[int, typer.Option(help="Held-out refused prompts (seeded sample; the K sweep's with the same seed).")] = DC.n_prompts,
     sets: Annotated[str, typer.Option(help="Found sets tested for critical-but-silent members: global (top K*), minimal.")] = ",".join(DC.sets),
     screen: Annotated[str, typer.Option(help="score: judge only the removals whose refusal score exceeds the threshold | none: judge every removal.")] = DC.screen,
@@ -156,7 +159,7 @@ def dormant_cmd(
     from refusal_sae.saes.loading import resolve_saes
     from refusal_sae.search.dormant import run_dormant_stage
 
-    cfg = DormantConfig(datasets=_names(datasets), n_prompts=n_prompts, sets=_names(sets), screen=screen,
+    cfg = DormantConfig(datasets=_names(datasets), n_heldout=n_heldout, n_prompts=n_prompts, sets=_names(sets), screen=screen,
                         label_threshold=label_threshold, max_rounds=max_rounds, min_drop=min_drop,
                         n_attribution=n_attribution, ig_steps=ig_steps, n_val=n_val, n_random=n_random,
                         max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge, seed=seed)

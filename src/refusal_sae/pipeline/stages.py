@@ -3,7 +3,8 @@
 A stage is one :class:`Stage` entry: its config type (the YAML section of the same name), a runner
 ``(context, cfg) -> result``, checks against the model's facts before any work, a ``plan`` for ``--dry-run``, the
 stages it needs before it, and the datasets it reads. Adding a stage (interactions, dormant features, analyses) is
-one :func:`register_stage` call (the feature search below is two: ``search`` and ``search_table``); see docs/run.md,
+one :func:`register_stage` call (the feature search below is two: ``search`` and ``search_table``; ``interactions``
+and ``dormant`` follow them); see docs/run.md,
 "Adding a stage".
 
 Import is torch-free: runners import the heavy modules when they run.
@@ -16,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from refusal_sae.analysis.configs import JailbreaksConfig, ProbeConfig, UpstreamConfig
+from refusal_sae.analysis.harden_config import HardenConfig
 from refusal_sae.direction.config import CalibrationConfig, DirectionConfig
 from refusal_sae.errors import ConfigError
 from refusal_sae.saes.stage import SaeMetricsConfig
 from refusal_sae.scoring.config import EvalConfig
 from refusal_sae.search.config import SearchConfig
+from refusal_sae.search.interactions_config import DormantConfig, InteractionsConfig, heldout_settings, table_judged_same
 
 DIRECTION_SPLITS = ("harmful_train", "harmless_train", "harmful_val", "harmless_val")
 DISCOVERY = 32 * 12  # refusal-token discovery: 32 greedy generations of 12 tokens
@@ -479,9 +483,190 @@ register_stage(Stage(
         "CIs, capability cost, McNemar)"))
 
 
+# --- stages 3-4: interactions, dormant --------------------------------------------------------------------------
+# Both read the search's results (search/candidates, choice, greedy) and the held-out prompts the unclamped model
+# refuses (search/heldout: judged once, by whichever runs first, or taken from search_table when it judged the same
+# prompts the same way). Their settings: refusal_sae.search.interactions_config; docs/interactions.md.
+FM_SPLITS = ("harmful_train", "harmless_train", "harmful_val", "harmless_val", "harmless_test")
+HELDOUT_USERS = ("interactions", "dormant")
+
+
+@dataclass
+class NotRun:
+    """What the runner returns when the search left nothing to work on (an empty minimal set): no result is written,
+    the run goes on, and the stage's line says why."""
+
+    reason: str
+
+
+def _unless_empty(run: Callable[[], Any]) -> Any:
+    from refusal_sae.search.interactions import EmptyMinimalSetError
+
+    try:
+        return run()
+    except EmptyMinimalSetError as e:
+        return NotRun(str(e))
+
+
+def _n_heldout(ctx: CheckContext, cfg: InteractionsConfig | DormantConfig) -> int:
+    return sum(ctx.size(d, cfg.n_heldout) for d in cfg.datasets)
+
+
+def _check_heldout_shared(ctx: CheckContext, name: str, cfg: InteractionsConfig | DormantConfig) -> None:
+    """Both stages share search/heldout: with different held-out settings each would replace the other's, and a
+    resumed run would judge the held-out prompts again every time."""
+    other = next((s for s in HELDOUT_USERS if s != name and s in ctx.config.stages), None)
+    if other is None:
+        return
+    mine, theirs = heldout_settings(cfg), heldout_settings(ctx.config.stage_configs[other])
+    if mine != theirs:
+        diff = ", ".join(f"{k} {mine.get(k)!r} vs {theirs.get(k)!r}" for k in sorted(set(mine) | set(theirs))
+                         if mine.get(k) != theirs.get(k))
+        raise ConfigError(f"{name} and {other} share the held-out prompts the model refuses (search/heldout), but "
+                          f"their settings differ ({diff}); set datasets, n_heldout, seed, judge and max_new_tokens "
+                          "alike in both sections")
+
+
+def _plan_heldout(ctx: CheckContext, name: str, cfg: InteractionsConfig | DormantConfig) -> list[PlanRow]:
+    """The held-out judging, counted once: in the first of the two stages, unless search_table's judgements fit."""
+    if next(s for s in ctx.config.stages if s in HELDOUT_USERS) != name:
+        return []
+    n = _n_heldout(ctx, cfg)
+    table = ctx.config.stage_configs.get("search_table") if "search_table" in ctx.config.stages else None
+    search = ctx.config.stage_configs["search"]
+    if table is not None and table_judged_same(heldout_settings(cfg), {"datasets": table.datasets, "n": table.n},
+                                               {"seed": search.seed, "judge": search.judge,
+                                                "max_new_tokens": search.max_new_tokens}):
+        return [PlanRow(name, f"held-out refusals: {n} prompts, search_table's judgements reused", n, 0)]
+    return [PlanRow(name, f"held-out refusals: which of {n} prompts the model refuses, judged", n, n,
+                    n * cfg.max_new_tokens)]
+
+
+def _check_interactions(ctx: CheckContext, cfg: InteractionsConfig) -> None:
+    from refusal_sae.scoring.judge import get_judge
+
+    search = ctx.config.stage_configs["search"]
+    cfg.validate(max(search.top_k) + cfg.pool_size)  # the minimal set is at most K*: the pool at most this
+    get_judge(cfg.judge)
+    _check_heldout_shared(ctx, "interactions", cfg)
+
+
+def _sweep_ks(cfg: InteractionsConfig, pool_max: int) -> tuple[str, int]:
+    """The K values as text and how many (an upper bound when they follow the minimal set's size)."""
+    if cfg.k_values is not None:
+        return "K " + ",".join(map(str, cfg.k_values)), len(cfg.k_values)
+    n = max(1, pool_max - 1).bit_length() + 1
+    return f"≤{n} K (minimal size doubled, pool)", n
+
+
+def _plan_interactions(ctx: CheckContext, cfg: InteractionsConfig) -> list[PlanRow]:
+    search = ctx.config.stage_configs["search"]
+    held = _n_heldout(ctx, cfg)
+    train = ctx.size("harmful_train", cfg.n_train) + ctx.size("harmless_train", cfg.n_train)
+    val = ctx.size("harmful_val", cfg.n_val) + ctx.size("harmless_val", cfg.n_val)
+    test = held + ctx.size("harmless_test", cfg.n_test_harmless)  # at most: the held-out prompts the model refuses
+    rows = train + val + test
+    ks, n_k = _sweep_ks(cfg, max(search.top_k) + cfg.pool_size)
+    n = min(cfg.n_sweep, held)
+    sets = 1 + n_k * (2 + cfg.n_random)  # the minimal set; per K: FM, probe, random draws (identical sets once)
+    # rows: codes unclamped and clamped, refusal scores unclamped and clamped
+    return [*_plan_heldout(ctx, "interactions", cfg),
+            PlanRow("interactions", f"FM rows: {train} train, {val} val, ≤{test} test prompts × (unclamped, clamped)",
+                    rows, 4 * rows),
+            PlanRow("interactions", f"FM vs probe; K sweep: {ks} × FM, probe, {cfg.n_random} random", n, n * sets,
+                    n * sets * cfg.max_new_tokens)]
+
+
+def _run_interactions(ctx, cfg: InteractionsConfig):
+    from refusal_sae.search.interactions import run_interactions_stage
+
+    return _unless_empty(lambda: run_interactions_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir))
+
+
+def _sum_interactions(res) -> str:
+    if isinstance(res, NotRun):
+        return f"no result: {res.reason}"
+    data, model, sweep = res
+    fm, probe = model.metrics["FM"]["test"], model.metrics["linear probe"]["test"]
+    rows = {(r.k, r.ranking): r for r in sweep.rows}
+    per_k = "; ".join(f"K {k}: complied FM {rows[k, 'FM'].complied}, probe {rows[k, 'linear probe'].complied}, random "
+                      f"{rows[k, 'random'].complied / max(rows[k, 'random'].n, 1) * len(sweep.prompts):.1f} of "
+                      f"{len(sweep.prompts)}" for k in sweep.ks[:3])
+    return (f"pool {len(data.pool)}; held-out AUC FM {fm.auc.value:.2f} vs probe {probe.auc.value:.2f}; {per_k}"
+            + (" …" if len(sweep.ks) > 3 else ""))
+
+
+register_stage(Stage(
+    "interactions", InteractionsConfig, _run_interactions, _plan_interactions, _check_interactions,
+    requires=lambda cfg: ("search",), datasets=lambda cfg: (*FM_SPLITS, *cfg.datasets), uses_saes=True,
+    summary=_sum_interactions,
+    doc="feature interactions: a factorization machine vs a linear probe over the features left active by the minimal "
+        "set's clamp, top pairs, and the K sweep (FM vs probe vs random sets, held out)"))
+
+
+def _check_dormant(ctx: CheckContext, cfg: DormantConfig) -> None:
+    from refusal_sae.scoring.judge import get_judge
+
+    cfg.validate()
+    get_judge(cfg.judge)
+    _check_heldout_shared(ctx, "dormant", cfg)
+
+
+def _plan_dormant(ctx: CheckContext, cfg: DormantConfig) -> list[PlanRow]:
+    s = ctx.config.stage_configs["search"]
+    n = min(cfg.n_prompts, _n_heldout(ctx, cfg))
+    k = max(s.top_k)  # the found sets hold at most K* features
+    sets, members = len(cfg.sets), len(cfg.sets) * k
+    # per set: judged once and its members' activity read twice; on the prompts it flips (≤ n) the whole set and every
+    # removal scored, and each removal (at most) judged
+    silent = PlanRow("dormant", f"critical-but-silent: {'/'.join(cfg.sets)} set on {n} held-out refused", n,
+                     n * (3 * sets) + n * (sets + members) + n * members, n * (sets + members) * cfg.max_new_tokens)
+    newly = PlanRow("dormant", f"newly active: minimal set + {cfg.n_random} random clamp(s), by position", n,
+                    2 * n * (1 + cfg.n_random))
+    rows = [*_plan_heldout(ctx, "dormant", cfg), silent, newly]
+    if cfg.max_rounds:
+        n_attr = ctx.size("harmful_train", cfg.n_attribution or s.n_attribution)
+        n_val = ctx.size("harmful_val", cfg.n_val or s.n_val)
+        ig = cfg.ig_steps or s.ig_steps
+        greedy = -(-k // s.greedy_block) + k  # block pass, then single features (upper bound)
+        judged = (cfg.max_rounds + 1) * (1 + cfg.n_random) * n_val
+        rows.append(PlanRow("dormant", f"≤{cfg.max_rounds} round(s): LA-IG {ig} steps on {n_attr}, greedy, judged on "
+                                       f"≤{n_val} harmful_val", n_attr + n_val,
+                            n_val + (cfg.max_rounds + 1) * (n_attr + n_val) + judged
+                            + cfg.max_rounds * n_attr * (3 * ig + 2 + 1 + greedy * s.greedy_seeds),
+                            (n_val + judged) * cfg.max_new_tokens))
+    return rows
+
+
+def _run_dormant(ctx, cfg: DormantConfig):
+    from refusal_sae.search.dormant import run_dormant_stage
+
+    return _unless_empty(lambda: run_dormant_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir))
+
+
+def _sum_dormant(res) -> str:
+    if isinstance(res, NotRun):
+        return f"no result: {res.reason}"
+    silent, newly, rounds = res
+    crit = ", ".join(f"{s.set_name} {s.silent_critical} of {s.silent_pairs} silent (active {s.active_critical} of "
+                     f"{s.active_pairs})" for s in silent.summaries)
+    rnd = sum(r.pairs for r in newly.random) / max(1, len(newly.random))
+    out = f"critical: {crit}; newly active pairs {newly.minimal.pairs} (random {rnd:.0f})"
+    if rounds is not None:
+        out += "; complied by round " + ", ".join(f"{r.complied}/{r.val_n}" for r in rounds.rows)
+    return out
+
+
+register_stage(Stage(
+    "dormant", DormantConfig, _run_dormant, _plan_dormant, _check_dormant, requires=lambda cfg: ("search",),
+    datasets=lambda cfg: (*cfg.datasets, *(("harmful_train", "harmful_val") if cfg.max_rounds else ())),
+    uses_saes=True, summary=_sum_dormant,
+    doc="dormant features: critical-but-silent members of the found sets, features the clamp wakes (by position), "
+        "rounds of re-search"))
+# --- end of stages 3-4 ------------------------------------------------------------------------------------------
+
+
 # --- stage 5: analyses (jailbreaks, upstream, probes, harden) -----------------------------------------------------
-from refusal_sae.analysis.configs import JailbreaksConfig, ProbeConfig, UpstreamConfig  # noqa: E402  (torch-free)
-from refusal_sae.analysis.harden_config import HardenConfig  # noqa: E402  (torch-free)
 
 PROBE_SPLITS = ("harmful_train", "harmless_train", "harmful_val", "harmless_val", "harmless_test")
 HARDEN_SPLITS = ("harmful_train", "harmless_train", "harmful_val", "harmless_val", "xstest_safe", "harmless_test")

@@ -459,7 +459,7 @@ def run_dormant_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: Dorma
     engine = InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
     base = ctx.identity(handle, saes) | {"global": [list(x) for x in ctx.greedy.start]}
     heldout = heldout_refused(handle, run, engine, judge, cfg.datasets, cfg.judge, cfg.max_new_tokens, cfg.batch_size,
-                              data_dir)
+                              data_dir, cfg.n_heldout, cfg.seed)
     prompts = sample_prompts(heldout.refused, cfg.n_prompts, cfg.seed)
     held = {"heldout": config_hash({"p": prompts})}
     steps = tqdm(total=3 if cfg.max_rounds else 2, desc="dormant", unit="part", disable=not progress)

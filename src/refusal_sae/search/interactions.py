@@ -65,7 +65,7 @@ from refusal_sae.search.fm import (
     split_metrics,
     top_pairs,
 )
-from refusal_sae.search.interactions_config import InteractionsConfig
+from refusal_sae.search.interactions_config import InteractionsConfig, heldout_key, table_judged_same
 from refusal_sae.search.result import CandidatesResult, ChoiceResult, GreedyResult
 
 DATA = "search/interactions/data"
@@ -76,6 +76,11 @@ SPLITS = ("train", "val", "test")
 
 
 # --- what the search left in the run directory ------------------------------------------------------------------------
+class EmptyMinimalSetError(DataError):
+    """The search's greedy filtering kept no feature: stages 3-5 have no set to clamp (a result of the search, not a
+    mistake in the settings; ``refusal-sae run`` reports it and goes on)."""
+
+
 @dataclass
 class SearchContext:
     """The feature search's results in a run directory, and the settings it ran with."""
@@ -108,7 +113,8 @@ class SearchContext:
         choice = run.require(ChoiceResult, hint, "search/choice", "search result (search/choice)")
         greedy = run.require(GreedyResult, hint, "search/greedy", "search result (search/greedy)")
         if not len(greedy.minimal):
-            raise DataError(f"the search's minimal set in {run.root / 'search/greedy'} is empty: nothing to ablate")
+            raise EmptyMinimalSetError(f"the search's minimal set in {run.root / 'search/greedy'} is empty: nothing to "
+                                       "ablate")
         used = (GreedyResult.read_meta(run.root / "search/greedy") or {}).get("config", {})
         cfg = SearchConfig(**{k: v for k, v in used.items() if k in SearchConfig.__dataclass_fields__})
         stages = run.manifest().get("stages", {})
@@ -141,22 +147,21 @@ class RefusedPrompts(StageResult):
 
 def heldout_refused(handle: ModelHandle, run: RunDir, engine: InterventionEngine, judge: Judge,
                     datasets: Sequence[str], judge_name: str, max_new_tokens: int, batch_size: int,
-                    data_dir=None) -> RefusedPrompts:
+                    data_dir=None, n: int | None = None, seed: int = 0) -> RefusedPrompts:
     """Loaded when complete; else taken from the search's held-out table when it judged the same prompts the same
-    way, else judged here."""
+    way, else judged here. ``n``: a seeded sample (``seed``) of that many prompts of each set (None: all)."""
     from refusal_sae.search.table import SearchTable
 
-    identity = {"model_revision": handle.revision, "datasets": list(datasets), "judge": judge_name,
-                "max_new_tokens": max_new_tokens}
+    held = heldout_key(datasets, judge_name, max_new_tokens, n, seed)
+    identity = {"model_revision": handle.revision} | held
 
     def compute() -> RefusedPrompts:
-        prompts = [p for d in datasets for p in load_dataset(d, data_dir).instructions]
+        prompts = [p for d in datasets for p in load_dataset(d, data_dir).sample(n, seed).instructions]
         table = run.load(SearchTable, "search/table")
         used = (SearchTable.read_meta(run.root / "search/table") or {}).get("config", {})
         search = (GreedyResult.read_meta(run.root / "search/greedy") or {}).get("config", {})
-        if (table is not None and table.datasets == list(datasets) and table.n_total == len(prompts)
-                and search.get("judge") == judge_name and search.get("max_new_tokens") == max_new_tokens
-                and used.get("model_revision") == handle.revision):
+        if (table is not None and table_judged_same(held, {"datasets": table.datasets, "n": used.get("n")}, search)
+                and table.n_total == len(prompts) and used.get("model_revision") == handle.revision):
             first = table.rows[0].name
             refused = [g["instruction"] for g in table.generations if g["row"] == first]
             return RefusedPrompts(list(datasets), len(prompts), refused, "search/table (unclamped answers judged there)")
@@ -556,7 +561,7 @@ def run_interactions_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: 
     engine = InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
     base = ctx.identity(handle, saes)
     heldout = heldout_refused(handle, run, engine, judge, cfg.datasets, cfg.judge, cfg.max_new_tokens, cfg.batch_size,
-                              data_dir)
+                              data_dir, cfg.n_heldout, cfg.seed)
     data_id = base | {f: getattr(cfg, f) for f in DATA_FIELDS} | {"heldout": config_hash({"p": heldout.refused})}
     data = run.run(InteractionData, data_id,
                    lambda: build_data(handle, saes, engine, ctx, cfg, load_prompts(cfg, heldout, data_dir), progress),

@@ -53,6 +53,9 @@ class InteractionsConfig:
     the post-instruction tokens; a clamped feature enters with its clamped value (``c`` × code). Label: refusal
     score (log-odds of the refusal tokens at the last prompt position) > ``label_threshold``.
 
+    ``n_heldout``: a seeded sample (``seed``) of that many prompts of each held-out set, as the search's table takes
+    one (``search_table.n``); with the same sample, judge and answer length the table's judgements are reused.
+
     Pool: the minimal set plus the ``pool_size`` features (at the searched layers) that fire most often on the
     harmful training prompts under the minimal set's clamp (label-free, so the pool is not chosen by the target).
     """
@@ -61,6 +64,7 @@ class InteractionsConfig:
     n_val: int = 39  # per class: harmful_val (39 in all), harmless_val
     n_test_harmless: int = 64  # harmless_test prompts among the held-out rows
     datasets: tuple[str, ...] = HELDOUT  # held-out harmful prompts (those the model refuses are used)
+    n_heldout: int | None = None  # a seeded sample of each held-out set (None: every prompt)
     reduce: str = "max"  # over the post-instruction tokens: max | mean
     pool_size: int = 200  # features beside the minimal set
     label_threshold: float = 0.0  # refused ⇔ refusal score > this
@@ -91,10 +95,10 @@ class InteractionsConfig:
         if self.rank < 1:
             raise ConfigError(f"the FM rank (embedding dimension) must be positive, got {self.rank}")
         _check_positive(n_train=self.n_train, n_val=self.n_val, n_test_harmless=self.n_test_harmless,
-                        pool_size=self.pool_size, epochs=self.epochs, fm_batch_size=self.fm_batch_size,
-                        n_boot=self.n_boot, top_pairs=self.top_pairs, heatmap_size=self.heatmap_size,
-                        n_sweep=self.n_sweep, n_random=self.n_random, max_new_tokens=self.max_new_tokens,
-                        batch_size=self.batch_size)
+                        n_heldout=self.n_heldout, pool_size=self.pool_size, epochs=self.epochs,
+                        fm_batch_size=self.fm_batch_size, n_boot=self.n_boot, top_pairs=self.top_pairs,
+                        heatmap_size=self.heatmap_size, n_sweep=self.n_sweep, n_random=self.n_random,
+                        max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
         if self.reduce not in REDUCTIONS:
             raise ConfigError(f"reduce must be one of {REDUCTIONS}, not {self.reduce!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -121,6 +125,8 @@ class InteractionsConfig:
 class DormantConfig:
     """Stages 4–5: features that carry refusal while silent, features the clamp wakes, and rounds of re-search.
 
+    - **held out**: the prompts of ``datasets`` (a seeded sample of ``n_heldout`` each) the unclamped model refuses,
+      judged once and shared with :class:`InteractionsConfig` (``search/heldout``);
     - **critical-but-silent**: on ``n_prompts`` held-out refused prompts (the K sweep's sample), each set of
       ``sets`` (``global``: the search's top K*; ``minimal``: the greedy minimal set) is clamped at ``c`` and
       judged; on the prompts it flips, every member's removal is scored (refusal score) and, with ``screen =
@@ -136,6 +142,7 @@ class DormantConfig:
     """
 
     datasets: tuple[str, ...] = HELDOUT
+    n_heldout: int | None = None  # a seeded sample of each held-out set (None: every prompt)
     n_prompts: int = 80
     sets: tuple[str, ...] = SET_NAMES
     screen: str = "score"
@@ -156,9 +163,9 @@ class DormantConfig:
         self.sets = tuple(dict.fromkeys(self.sets))
 
     def validate(self) -> None:
-        _check_positive(n_prompts=self.n_prompts, n_random=self.n_random, max_new_tokens=self.max_new_tokens,
-                        batch_size=self.batch_size, n_attribution=self.n_attribution, ig_steps=self.ig_steps,
-                        n_val=self.n_val)
+        _check_positive(n_heldout=self.n_heldout, n_prompts=self.n_prompts, n_random=self.n_random,
+                        max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+                        n_attribution=self.n_attribution, ig_steps=self.ig_steps, n_val=self.n_val)
         if self.max_rounds < 0:
             raise ConfigError(f"max_rounds must be non-negative, got {self.max_rounds}")
         if not self.sets or any(s not in SET_NAMES for s in self.sets):
@@ -173,3 +180,24 @@ class DormantConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def heldout_key(datasets, judge: str, max_new_tokens: int, n: int | None = None, seed: int = 0) -> dict:
+    """What the shared ``search/heldout`` result (the held-out prompts the unclamped model refuses) depends on; the
+    sample's size and seed only when sampled (full-size results keep their hash)."""
+    return {"datasets": list(datasets), "judge": judge, "max_new_tokens": max_new_tokens,
+            **({"n": n, "seed": seed} if n is not None else {})}
+
+
+def heldout_settings(cfg: InteractionsConfig | DormantConfig) -> dict:
+    return heldout_key(cfg.datasets, cfg.judge, cfg.max_new_tokens, cfg.n_heldout, cfg.seed)
+
+
+def table_judged_same(held: dict, table: dict, search: dict) -> bool:
+    """Whether the search's held-out table (``table``: its ``datasets`` and ``n``; ``search``: the search's ``seed``,
+    ``judge`` and ``max_new_tokens``) judged the prompts of ``held`` (:func:`heldout_settings`) the same way, so its
+    unclamped judgements can be reused."""
+    n = held.get("n")
+    return (list(table.get("datasets") or ()) == held["datasets"] and table.get("n") == n
+            and search.get("judge") == held["judge"] and search.get("max_new_tokens") == held["max_new_tokens"]
+            and (n is None or search.get("seed") == held["seed"]))
