@@ -130,8 +130,8 @@ def test_report_sections_escaping_and_offline(tmp_path):
     page = path.read_text()
     for sid in ("run", "direction", "sae-quality", "search", "interactions", "dormant", "calibration", "evals", "cards"):
         assert f'<section id="{sid}">' in page, sid
-    # stages that do not exist yet: one short line each
-    assert '<section id="upstream" class="off">' in page and "stage not available yet" in page
+    # stages the run did not run: one short line each
+    assert '<section id="upstream" class="off">' in page and "not run in this run directory" in page
     # self-contained: no external script, style sheet or image
     assert not re.search(r"<(script|img|link)[^>]+(src|href)=[\"']?(https?:)?//", page)
     assert "cdn.plot.ly" not in page.split("</head>")[1]
