@@ -28,7 +28,6 @@ def main() -> None:
     from refusal_sae.search.activations import prompt_codes
     from refusal_sae.search.attribution import la_ig
     from refusal_sae.search.candidates import decoder_cosines, prefilter_mask, ranked
-    from refusal_sae.search.featureset import clamp_set
     from refusal_sae.search.greedy import greedy_filter
 
     ap = argparse.ArgumentParser()
@@ -84,7 +83,7 @@ def main() -> None:
            "rounds": len(proposals), "evaluations": n_evals, "candidates_s": round(t_candidates, 1),
            "greedy_engine_s": round(t_engine, 1), "greedy_naive_s": round(t_naive, 1),
            "naive_over_engine": round(t_naive / t_engine, 2), "max_score_diff": worst,
-           "kept_sizes": [len(t.kept) for t in traces], "clamp": clamp_set.__name__ and 0.0}
+           "kept_sizes": [len(t.kept) for t in traces], "clamp": 0.0}
     print(f"candidates (cosine + LA-IG over {len(layers)} layers + activations): {t_candidates:.1f} s")
     print(f"greedy ({len(chains)} chains, {len(proposals)} rounds, {n_evals} evaluations): engine {t_engine:.1f} s, "
           f"naive {t_naive:.1f} s, ratio {t_naive / t_engine:.2f}x (scores agree within {worst:.1e})")
