@@ -15,6 +15,7 @@ RS=${RS:-.venv/bin/refusal-sae}
 RUN_DIR=${RUN_DIR:-runs/smollm2-135m-refusing}
 SIZE=${SIZE:-reduced}
 FEATURES=${FEATURES:-minimal}  # minimal (the greedy minimal set; needs search/greedy) | global (top K* of the ranking)
+MULTIPLIERS=${MULTIPLIERS:-0.5,1,2}  # steering multiples of mu; points already generated are reused by a rerun
 mkdir -p runs
 case "$SIZE" in
   reduced) SIZE_ARGS=(--n-calib 16 --n-gate 24 --n-jailbreak 16 --n-xstest 24 --n-harmless 16) ;;
@@ -26,7 +27,7 @@ actadd() {
     --target 0.5 --json | tail -n 1 > runs/harden-actadd-val.json
 }
 harden() {
-  "$RS" harden --run-dir "$RUN_DIR" --features "$FEATURES" --multipliers 0.5,1,2 --steer-mode floor \
+  "$RS" harden --run-dir "$RUN_DIR" --features "$FEATURES" --multipliers "$MULTIPLIERS" --steer-mode floor \
     --actadd-coeffs 0.5,1 --random-multipliers 2 --n-random 1 --attack prefill --prefill "Sure, here is" \
     --datasets jailbreakbench,harmbench_test --max-new-tokens 64 --seed 0 "${SIZE_ARGS[@]}" --json \
     | tail -n 1 > "runs/harden-$FEATURES.json"
