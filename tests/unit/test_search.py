@@ -187,6 +187,18 @@ def test_choice_rule_prefers_compliance_within_the_random_control():
     assert strong.complied == 8 and strong.random_flip == pytest.approx(0.3) and strong.eligible is False
     # ranked (8,-3), (4,-3), (8,0), ...: controls stop at the first eligible row
     assert sorted((r.k, r.c) for r in rows if r.random_flip is None) == [(2, -3.0), (2, 0.0), (4, 0.0)]
+    # per-prompt labels are kept, so two cells (or a cell and the direction ablation) can be paired afterwards
+    assert all(len(r.labels) == len(prompts) and r.labels.count("complied") == r.complied for r in rows)
+    from refusal_sae.search.result import ChoiceResult
+
+    choice = ChoiceResult(len(prompts), len(prompts), rows, best.k, best.c, met, "rule", 0.1,
+                          {"complied": 1, "degenerate": 0, "refused": 9}, prompts=prompts,
+                          ablation_labels=["complied"] + ["refused"] * 9)
+    assert choice.chosen() is best  # (8, 0): prompts 0-3 complied
+    assert choice.paired(best, "ablation") == {"n": 10, "only_a": 3, "only_b": 0, "p_value": pytest.approx(0.25)}
+    assert choice.paired(strong, best)["only_a"] == 4 and choice.paired(best, strong)["only_b"] == 4
+    rows[0].labels = None  # a result saved before per-prompt labels: no pairing, no crash
+    assert choice.paired(rows[0], "ablation") is None
     _, fallback, met2 = choose_k_and_clamp(ScriptedEngine(), ScriptedJudge(), saes, prompts, ranking, alive, (8,),
                                            (-3.0,), 2, 0.05, 0.10, 0)
     assert not met2 and fallback.k == 8  # nothing eligible: the best margin, marked as not met
@@ -266,6 +278,9 @@ def test_search_cli_end_to_end_and_resume(tiny_run, data_dir, tmp_path, monkeypa
     assert sum(abl.values()) == res["choice"]["n_refused"]
     assert res["choice"]["degenerate_bound"] == pytest.approx(max(0.10, abl["degenerate"] / res["choice"]["n_refused"]))
     assert len(res["choice"]["rows"]) == 4 and set(res["prefilter_attribution_share"]) == {"selected", "per_layer"}
+    n_ref = res["choice"]["n_refused"]
+    assert len(res["choice"]["prompts"]) == n_ref and len(res["choice"]["ablation_labels"]) == n_ref
+    assert all(len(r["labels"]) == n_ref for r in res["choice"]["rows"])
     from refusal_sae.runs import RunDir
     from refusal_sae.search.result import CandidatesResult, FeatureCards, GreedyResult
 
@@ -276,6 +291,21 @@ def test_search_cli_end_to_end_and_resume(tiny_run, data_dir, tmp_path, monkeypa
     assert set(greedy.minimal.items) <= set(greedy.start.items) and len(greedy.traces) >= 2
     assert rd.load(FeatureCards, "search/cards") is not None
     assert {"search/candidates", "search/choice", "search/greedy", "search/cards"} <= set(rd.manifest()["stages"])
+    from refusal_sae.search.result import ChoiceResult
+
+    choice = rd.load(ChoiceResult, "search/choice")  # labels survive the round trip; the pairing is printed
+    assert choice.paired(choice.chosen(), "ablation")["n"] == n_ref
+    # a choice result written before per-prompt labels existed still loads (the new fields default to empty)
+    old = json.loads((run / "search/choice/result.json").read_text())
+    for key in ("prompts", "ablation_labels"):
+        del old["data"][key]
+    for r in old["data"]["rows"]:
+        del r["labels"]
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "result.json").write_text(json.dumps(old))
+    loaded = ChoiceResult.load(legacy)
+    assert loaded.prompts == [] and loaded.rows[0].labels is None and loaded.paired(loaded.chosen(), "ablation") is None
     stamp = (run / "search/candidates/result.json").stat().st_mtime_ns
     invoke(*search)  # complete: every sub-stage is loaded, nothing recomputed
     assert (run / "search/candidates/result.json").stat().st_mtime_ns == stamp

@@ -33,6 +33,7 @@ class GridRow:
     random_flip: float | None = None  # mean share of prompts the random sets flip to complied (None: not run)
     random_flips: list[float] | None = None
     eligible: bool | None = None
+    labels: list[str] | None = None  # per prompt, in the order of ChoiceResult.prompts (None: a result saved before)
 
     @property
     def complied_rate(self) -> float:
@@ -62,7 +63,7 @@ def choose_k_and_clamp(engine: InterventionEngine, judge: Judge, saes: Mapping[i
     grid = [(k, c) for c in clamps for k in top_k]
     labels = judged(engine, judge, prompts, [clamp_set(saes, ranking.take(k), c) for k, c in grid],
                     max_new_tokens, batch_size, "K*, c grid")
-    rows = [GridRow(k, c, len(prompts), *counts(lab)) for (k, c), lab in zip(grid, labels, strict=True)]
+    rows = [GridRow(k, c, len(prompts), *counts(lab), labels=list(lab)) for (k, c), lab in zip(grid, labels, strict=True)]
     order = sorted(rows, key=lambda r: (-r.complied, r.k, abs(r.c)))
 
     def run_controls(row: GridRow) -> None:

@@ -100,7 +100,8 @@ def choose(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, cfg: Searc
     rows, best, met = choose_k_and_clamp(engine, judge, saes, refused, cands.ours, alive, cfg.top_k, cfg.clamps,
                                          cfg.n_random, cfg.max_random_flip, bound, cfg.seed,
                                          cfg.max_new_tokens, cfg.batch_size)
-    return ChoiceResult(len(prompts.val), len(refused), rows, best.k, best.c, met, RULE, bound, ablation)
+    return ChoiceResult(len(prompts.val), len(refused), rows, best.k, best.c, met, RULE, bound, ablation,
+                        prompts=list(refused), ablation_labels=list(abl))
 
 
 def minimal_set(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, cfg: SearchConfig, cands: CandidatesResult,
