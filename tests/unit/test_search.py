@@ -195,8 +195,9 @@ def test_choice_rule_prefers_compliance_within_the_random_control():
                           {"complied": 1, "degenerate": 0, "refused": 9}, prompts=prompts,
                           ablation_labels=["complied"] + ["refused"] * 9)
     assert choice.chosen() is best  # (8, 0): prompts 0-3 complied
-    assert choice.paired(best, "ablation") == {"n": 10, "only_a": 3, "only_b": 0, "p_value": pytest.approx(0.25)}
-    assert choice.paired(strong, best)["only_a"] == 4 and choice.paired(best, strong)["only_b"] == 4
+    pa = choice.paired(best, "ablation")
+    assert (pa.n, pa.only_a, pa.only_b, pa.p_value) == (10, 3, 0, pytest.approx(0.25))
+    assert choice.paired(strong, best).only_a == 4 and choice.paired(best, strong).only_b == 4
     rows[0].labels = None  # a result saved before per-prompt labels: no pairing, no crash
     assert choice.paired(rows[0], "ablation") is None
     _, fallback, met2 = choose_k_and_clamp(ScriptedEngine(), ScriptedJudge(), saes, prompts, ranking, alive, (8,),
@@ -294,7 +295,7 @@ def test_search_cli_end_to_end_and_resume(tiny_run, data_dir, tmp_path, monkeypa
     from refusal_sae.search.result import ChoiceResult
 
     choice = rd.load(ChoiceResult, "search/choice")  # labels survive the round trip; the pairing is printed
-    assert choice.paired(choice.chosen(), "ablation")["n"] == n_ref
+    assert choice.paired(choice.chosen(), "ablation").n == n_ref
     # a choice result written before per-prompt labels existed still loads (the new fields default to empty)
     old = json.loads((run / "search/choice/result.json").read_text())
     for key in ("prompts", "ablation_labels"):

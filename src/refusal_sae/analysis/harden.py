@@ -71,7 +71,7 @@ from refusal_sae.models.handle import ModelHandle
 from refusal_sae.models.hooks import hook_name
 from refusal_sae.ops import cosine_to_rows
 from refusal_sae.runs import RunDir, StageResult, completed, config_hash, mark_complete, slug
-from refusal_sae.scoring.compare import compare_evals
+from refusal_sae.scoring.compare import compare_labels
 from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge, get_judge
 from refusal_sae.scoring.stats import wilson_interval
 from refusal_sae.search.activations import content_mask
@@ -428,9 +428,7 @@ def paired_rows(a: str, b: str, la: Labels, lb: Labels, prompts: Mapping[str, Se
     for group, label in (("jailbreak", COMPLIED), ("attack", COMPLIED), ("xstest", REFUSED), ("harmless", REFUSED)):
         if not la.get(group):
             continue
-        pc = compare_evals([{"instruction": p, "judgement": x} for p, x in zip(prompts[group], la[group], strict=True)],
-                           [{"instruction": p, "judgement": x} for p, x in zip(prompts[group], lb[group], strict=True)],
-                           label)
+        pc = compare_labels(list(prompts[group]), list(la[group]), list(lb[group]), label)
         rows.append(PairedRow(a, b, group, label, pc.n, pc.count_a, pc.count_b, pc.only_a, pc.only_b, pc.p_value))
     return rows
 

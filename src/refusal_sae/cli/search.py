@@ -88,8 +88,8 @@ def search_cmd(
         out.print(f"  K={r.k:3d} c={r.c:5g}: complied {r.complied:3d}/{r.n} degenerate {r.degenerate:3d} "
                   f"random flip {rnd}{'  *' if (r.k, r.c) == (choice.k, choice.c) else ''}")
     if (pa := choice.paired(choice.chosen(), "ablation")) is not None:
-        out.print(f"  chosen vs direction ablation, same {pa['n']} prompts: complied only chosen {pa['only_a']}, only "
-                  f"ablation {pa['only_b']}; McNemar exact p = {pa['p_value']:.3g}")
+        out.print(f"  chosen vs direction ablation, same {pa.n} prompts: complied only chosen {pa.only_a}, only "
+                  f"ablation {pa.only_b}; McNemar exact p = {pa.p_value:.3g}")
     out.print(f"greedy minimal set: {len(greedy.minimal)} of {len(greedy.start)} features "
               f"(tau {greedy.tau:g}, {len(greedy.traces[:cfg.greedy_seeds])} orders intersected); validation complied "
               f"{greedy.confirm['minimal']['complied']} vs {greedy.confirm['full']['complied']} with the full set "

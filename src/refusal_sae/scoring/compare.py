@@ -100,3 +100,10 @@ def rejudge_rows(rows: list[dict], judge) -> list[dict]:
     labels = judge.judge([r["instruction"] for r in rows], [r["completion"] for r in rows])
     return [r | {"judgement": j.label, "reason": j.reason, "relevance": j.relevance, "judge_score": j.score,
                  "previous_judgement": r["judgement"]} for r, j in zip(rows, labels, strict=True)]
+
+
+def compare_labels(prompts: list[str], labels_a: list[str], labels_b: list[str],
+                   label: str = "complied") -> PairedComparison:
+    """:func:`compare_evals` for two lists of judged labels of the same prompts (in-memory stage results)."""
+    return compare_evals([{"instruction": p, "judgement": x} for p, x in zip(prompts, labels_a, strict=True)],
+                         [{"instruction": p, "judgement": x} for p, x in zip(prompts, labels_b, strict=True)], label)

@@ -47,7 +47,7 @@ from refusal_sae.interventions.engine import EngineConfig, InterventionEngine
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.runs import RunDir, StageResult, config_hash
 from refusal_sae.saes.loading import SaeSet
-from refusal_sae.scoring.compare import compare_evals
+from refusal_sae.scoring.compare import compare_labels
 from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge, get_judge
 from refusal_sae.scoring.stats import wilson_interval
 from refusal_sae.search.choose import val_refused
@@ -500,8 +500,7 @@ def sweep_row(k: int, name: str, n_features: int, labs: Sequence[str], overlap: 
 
 
 def paired_row(k: int, a: str, b: str, prompts: Sequence[str], la: Sequence[str], lb: Sequence[str]) -> SweepPaired:
-    pc = compare_evals([{"instruction": p, "judgement": x} for p, x in zip(prompts, la, strict=True)],
-                       [{"instruction": p, "judgement": x} for p, x in zip(prompts, lb, strict=True)])
+    pc = compare_labels(list(prompts), list(la), list(lb))
     return SweepPaired(k, a, b, pc.n, pc.count_a, pc.count_b, pc.only_a, pc.only_b, pc.p_value)
 
 

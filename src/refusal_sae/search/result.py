@@ -8,8 +8,7 @@ import torch
 
 from refusal_sae.runs import StageResult
 from refusal_sae.saes.features import FeatureSummary
-from refusal_sae.scoring.judge import COMPLIED
-from refusal_sae.scoring.stats import mcnemar_exact
+from refusal_sae.scoring.compare import PairedComparison, compare_labels
 from refusal_sae.search.choose import GridRow
 from refusal_sae.search.featureset import FeatureSet
 from refusal_sae.search.greedy import GreedyTrace
@@ -58,16 +57,14 @@ class ChoiceResult(StageResult):
     prompts: list[str] = field(default_factory=list)  # the refused validation prompts, in the order of the labels
     ablation_labels: list[str] = field(default_factory=list)  # the direction ablation's judged label per prompt
 
-    def paired(self, a: GridRow | str, b: GridRow | str) -> dict | None:
+    def paired(self, a: GridRow | str, b: GridRow | str) -> PairedComparison | None:
         """McNemar exact test of "complied" between two conditions on the same prompts: grid rows, or "ablation".
 
         None when the result predates per-prompt labels."""
         la, lb = (self.ablation_labels if x == "ablation" else x.labels for x in (a, b))
         if not la or not lb:
             return None
-        only_a = sum(x == COMPLIED and y != COMPLIED for x, y in zip(la, lb, strict=True))
-        only_b = sum(y == COMPLIED and x != COMPLIED for x, y in zip(la, lb, strict=True))
-        return {"n": len(la), "only_a": only_a, "only_b": only_b, "p_value": mcnemar_exact(only_a, only_b)}
+        return compare_labels(self.prompts, la, lb)
 
     def chosen(self) -> GridRow:
         return next(r for r in self.rows if (r.k, r.c) == (self.k, self.c))

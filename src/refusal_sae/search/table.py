@@ -23,7 +23,7 @@ from refusal_sae.interventions.engine import InterventionEngine
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.runs import StageResult
 from refusal_sae.saes.loading import SaeSet
-from refusal_sae.scoring.compare import compare_evals
+from refusal_sae.scoring.compare import compare_labels
 from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge
 from refusal_sae.scoring.stats import wilson_interval
 from refusal_sae.search.attribution import la_ig
@@ -163,7 +163,6 @@ def build_table(handle: ModelHandle, saes: SaeSet, engine: InterventionEngine, j
     paired = []
     for a in ("ours, global", "ours, per-prompt"):
         for b in ("direction ablation (AS)", "CosSim", "ActDiff", "AP", "greedy minimal set"):
-            pc = compare_evals([{"instruction": p, "judgement": x} for p, x in zip(prompts, by_name[a], strict=True)],
-                               [{"instruction": p, "judgement": x} for p, x in zip(prompts, by_name[b], strict=True)])
+            pc = compare_labels(list(prompts), by_name[a], by_name[b])
             paired.append(PairedRow(a, b, pc.n, pc.count_a, pc.count_b, pc.only_a, pc.only_b, pc.p_value))
     return SearchTable(list(datasets), len(clean), len(prompts), k, c, rows, paired, generations)
