@@ -294,11 +294,12 @@ def guard_dir(tmp_path_factory, answer: str, name: str):
 
 # ---- registry ----------------------------------------------------------------------------------------------
 def test_registered_names():
-    from refusal_sae.scoring.judge import LearnedJudge
+    from refusal_sae.scoring.judge import LearnedJudge, TunedJudge
 
-    assert set(judge_names()) == {"default", "learned", "heuristic", "substring", "classifier", "harmbench",
+    assert set(judge_names()) == {"default", "tuned", "learned", "heuristic", "substring", "classifier", "harmbench",
                                   "harmbench-mistral", "llamaguard"}
-    assert type(get_judge("default")) is LearnedJudge and type(get_judge("heuristic")) is HeuristicJudge
+    assert type(get_judge("default")) is TunedJudge and type(get_judge("heuristic")) is HeuristicJudge
+    assert type(get_judge("learned")) is LearnedJudge
     assert isinstance(get_judge("substring"), SubstringJudge)
 
 

@@ -252,6 +252,8 @@ def test_paper_configs_dry_run_offline_and_bad_config_errors(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         assert f"SAEs     {release}: 8 SAEs" in r.stdout and "`run` would stop here" in r.stdout
         assert "dry run: the config is valid" in r.stdout
+        # the papers' judge where it can run, else the default, said in the plan (no GPU and no hub here)
+        assert "judge: default (runs offline on the CPU); not harmbench: needs a CUDA GPU" in r.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("direction: {n_train: 8, layer: 3}\n")
     r = cli("run", str(bad), "--dry-run")

@@ -24,7 +24,7 @@ def eval_cmd(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = E.seed,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens generated per prompt.")] = E.max_new_tokens,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = E.batch_size,
-    judge: Annotated[str, typer.Option(help="Judge of the generations: default | heuristic | substring | harmbench[:MODEL] | harmbench-mistral[:MODEL] | llamaguard[:MODEL] | classifier:MODEL.")] = E.judge,
+    judge: Annotated[str, typer.Option(help="Judge of the generations: default (the tuned encoder judge) | tuned[:PARAMS] | learned | heuristic | substring | harmbench[:MODEL] | harmbench-mistral[:MODEL] | llamaguard[:MODEL] | classifier:MODEL.")] = E.judge,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the per-prompt JSONL (prompt, completion, judgement, refusal score) here; it is always kept in the run directory.")] = None,
     data_dir: DataDirOpt = None,
     intervention: Annotated[str, typer.Option(help="none | ablate (the run's refusal direction, every layer) | actadd (add it at its layer).")] = E.intervention,

@@ -8,6 +8,8 @@ sections::
     data_dir: null          # prompt data (default: found automatically)
     run_dir:  null          # default: runs/<config file name>
     seed:     null          # when set, the seed of every stage section that does not set its own
+    judge:    null          # when set, the judge of every stage section that does not set its own; a preference
+                            # "harmbench|default" takes the first that can run here (refusal_sae.scoring.judge.choice)
     stages:   [direction, harm_vs_refusal, sae_metrics, calibrate_actadd, eval]              # order of execution
     report:   {examples, path}
     <stage>:  the settings of each stage, typed by the stage registry (:mod:`refusal_sae.pipeline.stages`)
@@ -29,7 +31,7 @@ from typing import Any
 from refusal_sae.errors import ConfigError
 from refusal_sae.models.options import ModelSpec
 
-TOP_LEVEL = ("model", "saes", "data_dir", "run_dir", "seed", "stages", "report")
+TOP_LEVEL = ("model", "saes", "data_dir", "run_dir", "seed", "judge", "stages", "report")
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class PipelineConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     stage_configs: dict[str, Any] = field(default_factory=dict)
     source: str | None = None  # the file it was read from
+    judge: str | None = None  # the top-level judge, as chosen here (a preference resolved)
+    judge_notes: tuple[str, ...] = ()  # how each judge preference was resolved
 
     def section(self, name: str):
         return self.stage_configs[name]
@@ -113,6 +117,8 @@ class PipelineConfig:
             "data_dir": self.data_dir, "run_dir": str(self.resolved_run_dir()), "seed": self.seed,
             "stages": list(self.stages), "report": dataclasses.asdict(self.report),
         }
+        if self.judge is not None:
+            out["judge"] = self.judge
         for name in self.stages:
             out[name] = _plain(_asdict(self.stage_configs[name]))
         return out
@@ -232,6 +238,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     if len(set(stages)) != len(stages):
         raise ConfigError(f"a stage is listed twice in stages: {list(stages)}")
     seed = convert(int | None, raw.get("seed"), "seed")
+    judge = convert(str | None, raw.get("judge"), "judge")
+    model = convert(ModelSpec, raw.get("model") or {}, "model")
+    choices: dict[str, str] = {}
     stage_configs = {}
     for name, stage in STAGES.items():
         section = raw.get(name)
@@ -240,20 +249,54 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         section = stage.default_section() if section is None else section
         if seed is not None and _has_seed(stage.config_type):
             section = _with_seed(section, seed)
+        if _has_field(stage.config_type, "judge"):
+            section = _with_judge(section, judge, model, choices, name)
         stage_configs[name] = convert(stage.config_type, section, name)
+    if judge is not None:
+        judge = _choose(judge, model, choices, "judge")
     return PipelineConfig(
-        model=convert(ModelSpec, raw.get("model") or {}, "model"),
+        model=model,
         saes=convert(SaeSource, raw.get("saes") or {}, "saes"),
         data_dir=convert(str | None, raw.get("data_dir"), "data_dir"),
         run_dir=convert(str | None, raw.get("run_dir"), "run_dir"),
         seed=seed, stages=tuple(stages), report=convert(ReportConfig, raw.get("report") or {}, "report"),
-        stage_configs=stage_configs, source=None if path is None else str(path))
+        stage_configs=stage_configs, source=None if path is None else str(path), judge=judge,
+        judge_notes=tuple(dict.fromkeys(choices.values())))
+
+
+def _has_field(tp, name: str) -> bool:
+    args = typing.get_args(tp)
+    cls = args[0] if typing.get_origin(tp) in (list, tuple) and args else tp
+    return dataclasses.is_dataclass(cls) and any(f.name == name for f in dataclasses.fields(cls))
 
 
 def _has_seed(tp) -> bool:
-    args = typing.get_args(tp)
-    cls = args[0] if typing.get_origin(tp) in (list, tuple) and args else tp
-    return dataclasses.is_dataclass(cls) and any(f.name == "seed" for f in dataclasses.fields(cls))
+    return _has_field(tp, "seed")
+
+
+def _choose(spec, model: ModelSpec, choices: dict[str, str], where: str) -> str:
+    """A judge preference (``harmbench|default``) → the first judge that can run here, its note kept in ``choices``."""
+    if not isinstance(spec, str) or "|" not in spec:
+        return spec
+    from refusal_sae.pipeline.facts import hub_offline
+    from refusal_sae.scoring.judge.choice import choose_judge
+
+    try:
+        chosen, note = choose_judge(spec, model.device, hub_offline(model))
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    choices[spec] = f"{note} (from {spec!r})"
+    return chosen
+
+
+def _with_judge(section, judge: str | None, model: ModelSpec, choices: dict[str, str], where: str):
+    """The top-level judge fills in ``judge`` where a section (or list item) does not set one; preferences resolved."""
+    if isinstance(section, dict):
+        spec = section.get("judge", judge)
+        return section if spec is None else {**section, "judge": _choose(spec, model, choices, f"{where}.judge")}
+    if isinstance(section, list):
+        return [_with_judge(s, judge, model, choices, f"{where}[{i}]") for i, s in enumerate(section)]
+    return section
 
 
 def _with_seed(section, seed: int):

@@ -111,7 +111,7 @@ def check(cfg: PipelineConfig, facts: ModelFacts | None = None, dry_run: bool = 
     from refusal_sae.data import load_dataset
 
     run_dir = cfg.resolved_run_dir()
-    notes: list[str] = []
+    notes: list[str] = list(cfg.judge_notes)
     # 1. stage order
     for i, name in enumerate(cfg.stages):
         for need in STAGES[name].requires(cfg.section(name)):
@@ -214,6 +214,8 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print, handle
     from refusal_sae.runs import RunDir, atomic_path, config_hash
 
     plan = check(cfg, ModelFacts(cfg.model.model or "embedded"))  # everything that needs no model
+    for note in cfg.judge_notes:
+        log(note)
     t0 = time.perf_counter()
     if handle is None:
         log(f"loading {cfg.model.name} ...")

@@ -40,6 +40,7 @@ class LabelledAnswer:
     confidence: str = "high"  # high | low
     source: dict = field(default_factory=dict, compare=False)  # {dataset, index, sha}
     jailbreak: dict | None = field(default=None, compare=False)  # {family, seed, template}
+    producing_model: str = field(default="unknown", compare=False)  # the model that wrote the answer
 
     @property
     def intervention(self) -> str:
@@ -161,7 +162,8 @@ def load_labelled(split: str | None = None, data_dir=None, labels_dir: str | Pat
         if split is not None and row["split"] != split:
             continue
         out.append(LabelledAnswer(aid, row["condition"], instruction, prompt, row["answer"], lab["label"],
-                                  lab["rationale"], row["split"], conf, row["source"], jb))
+                                  lab["rationale"], row["split"], conf, row["source"], jb,
+                                  "smollm2-135m" if row["condition"].startswith("base/") else "smollm2-135m-refusing"))
     return out
 
 

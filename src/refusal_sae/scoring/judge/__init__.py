@@ -3,9 +3,11 @@
 Judges are swappable through a small registry (:func:`get_judge`, :func:`register_judge`,
 :func:`judge_names`); a spec is ``NAME`` or ``NAME:MODEL``:
 
-- ``default`` / ``learned[:PARAMS]``: a logistic regression over refusal, deflection, degeneracy, relevance and
-  fluency features, fitted on hand-labelled answers (:class:`LearnedJudge`; agreement with the labels:
-  ``refusal-sae judge-eval``);
+- ``default`` / ``tuned[:PARAMS]``: all-MiniLM-L6-v2 reading (instruction, answer) with its top layers fine-tuned
+  and a three-way head, fitted on real chat models' human-labelled answers and the project's own labels
+  (:class:`TunedJudge`; agreement with people: ``refusal-sae judge-eval``, docs/judge.md);
+- ``learned[:PARAMS]``: the previous default, a logistic regression over refusal, deflection, degeneracy, relevance
+  and fluency features fitted on the embedded model's 64-token answers only (:class:`LearnedJudge`);
 - ``heuristic``: refusal phrases, degeneracy rules and embedding relevance (:class:`HeuristicJudge`);
 - ``substring``: the same rules without the embedding model (:class:`SubstringJudge`);
 - ``harmbench[:MODEL]``: HarmBench's classifier ``cais/HarmBench-Llama-2-13b-cls`` (:class:`HarmBenchJudge`);
@@ -51,8 +53,10 @@ from refusal_sae.scoring.judge.heuristic import (
 from refusal_sae.scoring.judge.learned import FeatureExtractor, JudgeParams, LearnedJudge
 from refusal_sae.scoring.judge.llamaguard import LLAMA_GUARD_3_8B, LlamaGuardJudge, parse_llamaguard
 from refusal_sae.scoring.judge.prompts import HARMBENCH_PROMPT
+from refusal_sae.scoring.judge.tuned import TunedJudge
 
-register_judge("default", LearnedJudge)
+register_judge("default", TunedJudge)
+register_judge("tuned", TunedJudge, arg="optional")
 register_judge("learned", LearnedJudge, arg="optional")
 register_judge("heuristic", HeuristicJudge)
 register_judge("substring", SubstringJudge)
@@ -65,7 +69,7 @@ __all__ = [
     "COMPLIED", "ClassifierJudge", "DEGENERATE", "FeatureExtractor", "HARMBENCH_LLAMA", "HARMBENCH_MISTRAL",
     "HARMBENCH_PROMPT", "HFClassifierJudge", "HarmBenchJudge", "HarmBenchMistralJudge", "HeuristicJudge",
     "JUDGEMENTS", "Judge", "JudgeParams", "Judgement", "LLAMA_GUARD_3_8B", "LearnedJudge", "LlamaGuardJudge",
-    "REFUSAL_PHRASES", "REFUSED", "RelevanceModel", "SubstringJudge", "default_relevance_model", "get_judge",
+    "REFUSAL_PHRASES", "REFUSED", "RelevanceModel", "SubstringJudge", "TunedJudge", "default_relevance_model", "get_judge",
     "is_refusal", "judge_names", "judge_specs", "loads_a_model", "parse_llamaguard", "register_judge",
     "repetition_ratio",
 ]

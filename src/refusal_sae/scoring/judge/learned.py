@@ -1,4 +1,4 @@
-"""The learned judge (the default): a multinomial logistic regression over the features of
+"""The learned judge (the default before the tuned judge): a multinomial logistic regression over the features of
 :mod:`refusal_sae.scoring.judge.features`, fitted on the hand-labelled dev answers and shipped as JSON parameters
 (no pickle). It replaces a chain of thresholds that counted word salad mentioning the topic as compliance.
 
@@ -89,7 +89,8 @@ class FeatureExtractor:
 class LearnedJudge(Judge):
     name = "learned"
 
-    def __init__(self, params: str | Path | None = None, device: str = "cpu", batch_size: int = 16):
+    def __init__(self, params: str | Path | None = None, device: str = "cpu", batch_size: int = 16,
+                 local_files_only: bool = True):  # noqa: ARG002 (its models are bundled: always local)
         self.params = JudgeParams.load(params or PARAMS)
         self.features = FeatureExtractor(self.params.reference_model, device, batch_size)
 
