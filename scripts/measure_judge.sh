@@ -20,7 +20,10 @@ case "${1:-}" in
     "$RS" judge-fit --out "$OUT/tuned.json" --json | tail -n 1 > "$OUT/fit.json"
     ;;
   eval)
-    "$RS" judge-eval --judges "$JUDGES" --labels public --split test --json | tee "$OUT/eval-public-test.txt" \
+    # the learned judge reads ~2.5 answers/s: on every fourth public test answer only (as in docs/judge.md)
+    "$RS" judge-eval --judges learned,default,heuristic --labels public --split test --every 4 --json \
+      | tail -n 1 > "$OUT/eval-public-test-quarter.json"
+    "$RS" judge-eval --judges default,heuristic --labels public --split test --json | tee "$OUT/eval-public-test.txt" \
       | tail -n 1 > "$OUT/eval-public-test.json"
     "$RS" judge-eval --judges "$JUDGES" --labels project --split test --json | tee "$OUT/eval-project-test.txt" \
       | tail -n 1 > "$OUT/eval-project-test.json"

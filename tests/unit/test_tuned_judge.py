@@ -199,3 +199,13 @@ def test_config_judge_fills_sections_and_is_resolved_once():
     assert cfg.to_dict()["judge"] == "default"
     plain = load_config(raw={"stages": ["direction", "eval"], "eval": [{"dataset": "harmful_val"}]})
     assert plain.judge is None and plain.judge_notes == () and "judge" not in plain.to_dict()
+
+
+def test_instruction_clustered_interval_is_wider_when_answers_cluster():
+    # 10 instructions × 20 answers each; the judge is right on all answers of 7 instructions, wrong on all of 3
+    true = ["complied"] * 200
+    pred = ["complied"] * 140 + ["refused"] * 60
+    clusters = [f"q{i // 20}" for i in range(200)]
+    a = agreement(true, pred, draws=500, binary=True, clusters=clusters)
+    width = a.accuracy_ci[1] - a.accuracy_ci[0]
+    assert a.accuracy == pytest.approx(0.7) and a.accuracy_ci_by_instruction[1] - a.accuracy_ci_by_instruction[0] > 2 * width

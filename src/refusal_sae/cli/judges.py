@@ -45,7 +45,8 @@ def _print_eval(ev, source: str) -> None:
     o = ev.overall
     what = "complied vs not" if o.binary else "three-way"
     out.print(f"[bold]{ev.judge}[/] on {source} ({o.n} answers, {what}): agreement {o.accuracy:.3f} "
-              f"[{o.accuracy_ci[0]:.3f}, {o.accuracy_ci[1]:.3f}], κ {o.kappa:.3f} [{o.kappa_ci[0]:.3f}, {o.kappa_ci[1]:.3f}], "
+              f"[{o.accuracy_ci[0]:.3f}, {o.accuracy_ci[1]:.3f}] (by instruction [{o.accuracy_ci_by_instruction[0]:.3f}, "
+              f"{o.accuracy_ci_by_instruction[1]:.3f}]), κ {o.kappa:.3f} [{o.kappa_ci[0]:.3f}, {o.kappa_ci[1]:.3f}], "
               f"complied FPR {o.complied_fpr:.3f} FNR {o.complied_fnr:.3f}; {o.n / ev.seconds:.1f} answers/s")
     out.print("  precision / recall: " + ", ".join(f"{lab} {o.precision[lab]:.3f} / {o.recall[lab]:.3f}" for lab in o.precision))
     out.print("  confusion (rows: human label, columns: judge): " + "; ".join(
@@ -64,6 +65,7 @@ def judge_eval_cmd(
     judges: JudgesOpt = "default,heuristic",
     labels: LabelsOpt = "project",
     split: Annotated[str, typer.Option(help="Split of the project labels (dev, test) or of the public labels by instruction (train, val, test). Files are read whole.")] = "test",
+    every: Annotated[int, typer.Option(help="Score every N-th answer of each source only (a quick look, or a slow judge).")] = 1,
     labels_dir: Annotated[Optional[Path], typer.Option(help="Folder with answers.jsonl + labels.jsonl (default: the committed labels).")] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -73,12 +75,17 @@ def judge_eval_cmd(
     Binary label sets are scored on complied vs anything else."""
     from dataclasses import asdict
 
+    from refusal_sae.errors import ConfigError
     from refusal_sae.scoring.judge import get_judge
     from refusal_sae.scoring.judge.evaluation import evaluate_judge
 
+    if every < 1:
+        raise ConfigError(f"--every must be positive, got {every}")
     specs = [s.strip() for s in judges.split(",") if s.strip()]
     objs = {s: get_judge(s) for s in specs}  # unknown names fail before the labels and models load
     sources = _label_sources(labels, split, data_dir, labels_dir)  # malformed files fail before any judging
+    if every > 1:
+        sources = {f"{k}[::{every}]": v[::every] for k, v in sources.items()}
     results = []
     for source, answers in sources.items():
         for spec, judge in objs.items():

@@ -224,6 +224,13 @@ def render_calibration(views: list[ResultView], ctx: ReportContext) -> str:
 
 
 # --- evaluations --------------------------------------------------------------------------------------------------
+def judge_named(config: dict) -> str:
+    """The judge that counted a result: its spec and, where recorded, the implementation behind it (``default`` has
+    meant different judges across versions)."""
+    spec, impl = config.get("judge", "?"), config.get("judge_impl")
+    return f"{spec} ({impl})" if impl and impl.lower() != f"{spec}judge" else spec
+
+
 def eval_label(v: ResultView) -> str:
     c = v.config
     iv = c.get("intervention", "none")
@@ -248,7 +255,7 @@ def render_evals(views: list[ResultView], ctx: ReportContext) -> str:
         for lab in LABELS:
             lo, hi = wilson(counts.get(lab, 0), n)
             cells.append(f"{counts.get(lab, 0) / max(n, 1):.3f} [{lo:.3f}, {hi:.3f}]")
-        cells += [_f(v.data.get("mean_refusal_score")), esc(v.config.get("judge", "?")), f"<code>{esc(v.name)}</code>"]
+        cells += [_f(v.data.get("mean_refusal_score")), esc(judge_named(v.config)), f"<code>{esc(v.name)}</code>"]
         rows.append(cells)
         labels.append(eval_label(v))
     out = [_table(["evaluation", "n", "refused [95% CI]", "complied [95% CI]", "degenerate [95% CI]",
@@ -299,7 +306,7 @@ def _examples(views: list[ResultView], ctx: ReportContext) -> str:
         changed = [i for i in range(n) if len({t[i]["judgement"] for t in table}) > 1]
         order = changed + [i for i in range(n) if i not in changed]
         picks = order[: ctx.examples]
-        head = "".join(f"<th>{esc(eval_label(v))} <span class='note'>({esc(v.config.get('judge', '?'))})</span></th>" for v in vs)
+        head = "".join(f"<th>{esc(eval_label(v))} <span class='note'>({esc(judge_named(v.config))})</span></th>" for v in vs)
         body = []
         for i in picks:
             cells = "".join(f"<td>{_badge(t[i]['judgement'])}<div class='gen'>{esc(t[i]['completion'])}</div></td>"

@@ -32,6 +32,9 @@ class Agreement:
     complied_fpr: float = float("nan")  # share of not-complied answers the judge calls complied
     complied_fnr: float = float("nan")  # share of complied answers the judge calls anything else
     binary: bool = False  # scored as complied vs not complied
+    # 95% interval of the agreement resampling *instructions* (all answers to one instruction together): answers to
+    # one instruction are not independent (GPTFuzz: 77 jailbreak templates per question), so this one is wider
+    accuracy_ci_by_instruction: tuple[float, float] = (float("nan"), float("nan"))
 
 
 @dataclass
@@ -95,8 +98,9 @@ def binarise(labels: Sequence[str]) -> list[str]:
 
 
 def agreement(true: Sequence[str], pred: Sequence[str], draws: int = 1000, binary: bool = False,
-              seed: int = 0) -> Agreement:
-    """Agreement of ``pred`` with ``true``; ``binary`` scores complied vs not complied."""
+              seed: int = 0, clusters: Sequence[str] | None = None) -> Agreement:
+    """Agreement of ``pred`` with ``true``; ``binary`` scores complied vs not complied; ``clusters`` (e.g. each
+    answer's instruction) adds an interval that resamples whole clusters."""
     if binary:
         true, pred, labels = binarise(true), binarise(pred), [COMPLIED, NOT_COMPLIED]
     else:
@@ -110,6 +114,16 @@ def agreement(true: Sequence[str], pred: Sequence[str], draws: int = 1000, binar
         i = rng.integers(0, len(t), len(t))
         accs.append(float((t[i] == p[i]).mean()))
         kappas.append(_kappa_from(t[i], p[i], k))
+    by_cluster = (float("nan"), float("nan"))
+    if clusters is not None:
+        keys = sorted(set(clusters))
+        hits = {k: [0, 0] for k in keys}
+        for key, ok in zip(clusters, (t == p).tolist(), strict=True):
+            hits[key][0] += ok
+            hits[key][1] += 1
+        h = np.array([hits[k] for k in keys], dtype=float)
+        picks = rng.integers(0, len(keys), (draws, len(keys)))
+        by_cluster = _interval(h[picks, 0].sum(1) / h[picks, 1].sum(1))
     c = labels.index(COMPLIED)
     pos, neg = cm[c].sum(), cm.sum() - cm[c].sum()
     return Agreement(
@@ -120,7 +134,7 @@ def agreement(true: Sequence[str], pred: Sequence[str], draws: int = 1000, binar
         accuracy_ci=_interval(accs),
         complied_fpr=float((cm[:, c].sum() - cm[c, c]) / neg) if neg else float("nan"),
         complied_fnr=float((pos - cm[c, c]) / pos) if pos else float("nan"),
-        binary=binary)
+        binary=binary, accuracy_ci_by_instruction=by_cluster)
 
 
 def is_binary(answers: Sequence) -> bool:
@@ -143,6 +157,10 @@ def evaluate_judge(judge: Judge, name: str, answers: Sequence, split: str, binar
     return ev
 
 
+def _instruction(answer) -> str:
+    return " ".join(str(getattr(answer, "instruction", "")).lower().split())
+
+
 def scores(name: str, split: str, answers: Sequence, pred: Sequence[str], binary: bool | None = None) -> JudgeEval:
     """Agreement of the labels ``pred`` with the human labels of ``answers``: overall, per condition, per model."""
     binary = is_binary(answers) if binary is None else binary
@@ -152,10 +170,12 @@ def scores(name: str, split: str, answers: Sequence, pred: Sequence[str], binary
         out = {}
         for g in sorted({key(a) for a in answers}):
             idx = [i for i, a in enumerate(answers) if key(a) == g]
-            out[g] = agreement([true[i] for i in idx], [pred[i] for i in idx], draws=200, binary=binary)
+            out[g] = agreement([true[i] for i in idx], [pred[i] for i in idx], draws=200, binary=binary,
+                               clusters=[_instruction(answers[i]) for i in idx])
         return out
 
-    return JudgeEval(name, split, agreement(true, pred, binary=binary), groups(lambda a: a.condition), list(pred),
+    overall = agreement(true, pred, binary=binary, clusters=[_instruction(a) for a in answers])
+    return JudgeEval(name, split, overall, groups(lambda a: a.condition), list(pred),
                      groups(lambda a: getattr(a, "producing_model", "unknown")), "binary" if binary else "three-way")
 
 
