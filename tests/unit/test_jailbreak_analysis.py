@@ -93,6 +93,11 @@ def test_answer_cache_shares_answers_and_survives_a_cut_off_line(tmp_path, monke
     assert again.labels(prompts) == ["refused"] * 3 and judge.calls == 2
     other = AnswerCache(tmp_path, h, 3, "default", judge, batch_size=2, progress=False)  # other settings: own file
     assert other.answers_path != cache.answers_path
+    from refusal_sae.scoring.judge import SubstringJudge
+
+    # the same spec served by another judge implementation (as "default" across versions): its own labels file
+    changed = AnswerCache(tmp_path, h, 2, "default", SubstringJudge(), batch_size=2, progress=False)
+    assert changed.answers_path == cache.answers_path and changed.labels_path != cache.labels_path
 
 
 def test_file_mode_families_and_plain_pairs(tmp_path, judge):

@@ -59,7 +59,8 @@ class AnswerCache:
     """Greedy answers and judgements of the *unedited* model, appended to ``<folder>/answers-<hash>.jsonl`` and
     ``judgements-<hash>.jsonl`` one line per prompt as each chunk finishes (a killed run resumes where it stopped; a
     cut-off last line is ignored). The hashes cover the model's exact weights, its system prompt, the number of new
-    tokens and (for judgements) the judge, so a cache never serves another model's answers."""
+    tokens and (for judgements) the judge and its implementation, so a cache never serves another model's answers or
+    another judge's labels."""
 
     def __init__(self, folder: str | Path, handle, max_new_tokens: int, judge_spec: str, judge: Judge | None = None,
                  batch_size: int = 32, progress: bool = True):
@@ -71,7 +72,9 @@ class AnswerCache:
         self.judge_spec = judge_spec
         self._judge = judge
         self.answers_path = folder / f"answers-{config_hash(ident)}.jsonl"
-        self.labels_path = folder / f"judgements-{config_hash(ident | {'judge': judge_spec})}.jsonl"
+        # the judge's implementation too: a spec such as "default" has named different judges across versions
+        impl = type(judge if judge is not None else get_judge(judge_spec)).__name__
+        self.labels_path = folder / f"judgements-{config_hash(ident | {'judge': judge_spec, 'judge_impl': impl})}.jsonl"
         self._answers = self._read(self.answers_path, "completion")
         self._labels = self._read(self.labels_path, "label")
 
