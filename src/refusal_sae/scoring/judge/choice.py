@@ -13,11 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from refusal_sae.errors import ConfigError
-from refusal_sae.scoring.judge.base import get_judge, loads_a_model
+from refusal_sae.scoring.judge.base import get_judge
 
 SEPARATOR = "|"
-_HUB_IDS = {"harmbench": "cais/HarmBench-Llama-2-13b-cls", "harmbench-mistral": "cais/HarmBench-Mistral-7b-val-cls",
-            "llamaguard": "meta-llama/Llama-Guard-3-8B"}
 
 
 def is_preference(spec: str) -> bool:
@@ -47,16 +45,16 @@ def _weights_reachable(model: str, offline: bool) -> tuple[bool, str]:
 
 def judge_available(spec: str, device: str = "auto", offline: bool = False) -> tuple[bool, str]:
     """Whether the judge ``spec`` can run here, and why (or why not)."""
-    get_judge(spec)  # unknown or malformed: ConfigError
-    if not loads_a_model(spec) or spec.split(":", 1)[0] in ("tuned", "learned"):
+    from refusal_sae.scoring.judge.classifiers import HFClassifierJudge
+
+    judge = get_judge(spec)  # unknown or malformed: ConfigError; cheap (classifiers load on first use)
+    if not isinstance(judge, HFClassifierJudge):
         return True, "runs offline on the CPU"
     import torch
 
     if device == "cpu" or not torch.cuda.is_available():
         return False, "needs a CUDA GPU (none here)" if device != "cpu" else "needs a GPU (device is cpu)"
-    name, _, arg = spec.partition(":")
-    model = arg or _HUB_IDS.get(name, "")
-    return _weights_reachable(model, offline)
+    return _weights_reachable(judge.model_source, offline)
 
 
 def choose_judge(spec: str, device: str = "auto", offline: bool = False) -> tuple[str, str | None]:
