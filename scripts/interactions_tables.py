@@ -91,7 +91,7 @@ def main(root: str) -> None:
         print("\n| K | A vs B | complied A / B | only A | only B | McNemar exact p |")
         print("|---|---|---|---|---|---|")
         for p in sweep.paired:
-            print(f"| {p.k} | {p.a} vs {p.b} | {p.complied_a} / {p.complied_b} of {p.n} | {p.only_a} | {p.only_b} | "
+            print(f"| {p.k} | {p.a} vs {p.b} | {p.count_a} / {p.count_b} of {p.n} | {p.only_a} | {p.only_b} | "
                   f"{p.p_value:.3g} |")
         print()
     silent = run.load(SilentResult, SILENT)

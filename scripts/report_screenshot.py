@@ -1,10 +1,12 @@
-"""Render a run directory's report and screenshot it in headless Chromium (the README's docs/report.png).
+"""Render a run directory's report and screenshot it in headless Chromium (the README's docs/report.png: the report's
+first screen, its findings summary; docs/report-search.png: the feature-search section).
 
     .venv/bin/python scripts/report_screenshot.py runs/demo docs/report.png [--height 2600]
     .venv/bin/python scripts/report_screenshot.py runs/demo docs/report-search.png --section search
 
-Needs Debian's chromium + chromium-driver and selenium (a test extra). Fails (exit 1) when a figure did not draw or
-the browser console shows an error, so a screenshot is only ever taken of a report that works.
+Needs Debian's chromium + chromium-driver and selenium (a test extra); where they are missing it says so and exits 1
+(it installs no browser). Fails (exit 1) when a figure did not draw or the browser console shows an error, so a
+screenshot is only ever taken of a report that works.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def main() -> int:
     ap.add_argument("out", type=Path, help="PNG to write")
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=2600, help="screenshot height from the top (0: the whole page)")
-    ap.add_argument("--section", help="screenshot this section alone (its id: run, direction, search, evals, cards, ...)")
+    ap.add_argument("--section", help="screenshot this section alone (its id: findings, direction, search, evals, cards, "
+                                      "run (the appendix), ...)")
     args = ap.parse_args()
     why = browser_missing()
     if why:

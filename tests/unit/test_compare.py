@@ -44,7 +44,7 @@ def test_read_eval_rows_rejects_bad_files(tmp_path):
     empty.write_text("\n")
     bad.write_text('{"instruction": "x", "judgement": "complied"}\n{oops\n')
     wrong.write_text(json.dumps({"instruction": "x", "judgement": "maybe"}) + "\n")
-    for path, needle in ((empty, "no rows"), (bad, ":2: not JSON"), (wrong, "judgement"), (tmp_path / "none", "no such")):
+    for path, needle in ((empty, "no rows"), (bad, ":2: malformed JSON"), (wrong, "judgement"), (tmp_path / "none", "no such")):
         with pytest.raises(DataError, match=needle):
             read_eval_rows(path)
 

@@ -215,3 +215,33 @@ def test_sliding_window_shorter_than_prompt_falls_back_to_repeated_cache():
     engine = InterventionEngine(h, EngineConfig(prompt_batch_size=4))
     assert not engine._can_share_prefix(20)
     torch.testing.assert_close(engine.last_logits(PROMPTS, sets), naive(h, PROMPTS, sets), atol=1e-4, rtol=1e-4)
+
+
+def test_clamp_from_positions_is_a_clamp_where_every_span_covers_the_window():
+    """FeatureClampFrom shares FeatureClamp's arithmetic: spans as long as the window give the same edit."""
+    from refusal_sae.interventions import FeatureClamp, FeatureClampFrom
+
+    sae = random_sae(64)
+    torch.manual_seed(0)
+    act = torch.randn(2, 7, 64)
+    for mode, value in (("zero", 0.0), ("scale", -3.0), ("set", 2.0)):
+        plain = FeatureClamp(sae, (1, 5, 9), mode, value, last_positions=4)
+        spans = FeatureClampFrom(sae, (1, 5, 9), mode, value, spans=(4, 4, 4))
+        assert spans.last_positions == 4
+        assert torch.equal(spans.apply(act, spans.encode(act)), plain.apply(act, plain.encode(act)))
+
+
+def test_row_routed_hooks_apply_each_rows_own_set_only(tiny_llama):
+    from refusal_sae.interventions import row_routed_hooks
+
+    h = tiny_llama
+    torch.manual_seed(0)
+    per_row = [[ActAdd(torch.randn(h.d_model), 1, coeff=2.0)], [], [DirectionAblation(torch.randn(h.d_model))]]
+    batch = h.batch(PROMPTS[:3])
+    with torch.no_grad():
+        with h.hooks(row_routed_hooks(h, per_row)):
+            got = h.forward(batch)[:, -1]
+        for b, s in enumerate(per_row):  # each row as if its set were applied to the whole batch
+            with h.hooks([hk for iv in s for hk in iv.hooks(h)]):
+                torch.testing.assert_close(got[b], h.forward(batch)[b, -1], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got[0], h.forward(batch)[0, -1])  # the routed edit is applied

@@ -71,14 +71,15 @@ def test_near_duplicates_of_test_prompts_are_caught(data_dir):
 
 
 ROOT = Path(__file__).resolve().parents[2]
-GRIDS = sorted(p.name for p in (ROOT / "scripts").glob("tune_grid*.json"))
+GRID_DIR = ROOT / "scripts" / "tune_grids"
+GRIDS = sorted(p.name for p in GRID_DIR.glob("*.json"))
 
 
 def test_grids_parse_and_hold_the_committed_recipe():
     """Every grid the README cites parses into valid recipes, and the committed adapter's recipe is one of them."""
     from dataclasses import asdict
 
-    rows = [TuneConfig(**row) for grid in GRIDS for row in json.loads((ROOT / "scripts" / grid).read_text())]
+    rows = [TuneConfig(**row) for grid in GRIDS for row in json.loads((GRID_DIR / grid).read_text())]
     assert len(GRIDS) >= 4 and len(rows) >= len(GRIDS)
     manifest = json.loads((ROOT / "src/refusal_sae/artifacts/smollm2-refusal-lora/manifest.json").read_text())
     assert manifest["config"] in [asdict(r) for r in rows]
@@ -96,7 +97,7 @@ def test_every_swept_recipe_is_reproducible_from_its_printed_command(grid, monke
 
     seen = []
     monkeypatch.setattr(tune, "train_adapter", lambda cfg, *a, **k: seen.append(cfg) or {})
-    for row in json.loads((ROOT / "scripts" / grid).read_text()):
+    for row in json.loads((GRID_DIR / grid).read_text()):
         cfg = TuneConfig(**row)
         args = shlex.split(tune.cli_command(cfg))[1:]
         result = CliRunner().invoke(app, args)

@@ -10,6 +10,7 @@ import zlib
 import pytest
 import torch
 
+from refusal_sae.analysis.config import HardenConfig
 from refusal_sae.analysis.harden import (
     HardeningResult,
     HardenInputs,
@@ -29,7 +30,6 @@ from refusal_sae.analysis.harden import (
     steer_set,
     with_prefill,
 )
-from refusal_sae.analysis.harden_config import HardenConfig
 from refusal_sae.errors import ConfigError
 from refusal_sae.interventions import FeatureClamp, FeatureSteer, InterventionEngine, SaeIntervention
 from refusal_sae.saes.random import random_topk_sae

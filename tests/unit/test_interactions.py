@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from refusal_sae.errors import ConfigError
+from refusal_sae.search.config import DormantConfig, InteractionsConfig
 from refusal_sae.search.featureset import FeatureSet, clamp_set
 from refusal_sae.search.fm import FactorizationMachine, fit_fm, fit_probe, pair_strengths, paired_delta, split_metrics, top_pairs
-from refusal_sae.search.interactions_config import DormantConfig, InteractionsConfig
 from tests.conftest import build_tiny
 from tests.unit.test_search import HashJudge, tiny_saes
 
@@ -249,7 +249,7 @@ def searched(tmp_path_factory, data_dir):
     """A tiny model with random SAEs, its direction and a finished feature search (hash judge)."""
     from typer.testing import CliRunner
 
-    import refusal_sae.search.stage as stage
+    import refusal_sae.search.runner as stage
     from refusal_sae.cli import app
 
     root = tmp_path_factory.mktemp("interactions")

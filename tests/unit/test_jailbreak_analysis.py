@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import refusal_sae.analysis.jailbreaks as jbmod
-from refusal_sae.analysis.configs import JailbreaksConfig, jailbreak_stage_name
+from refusal_sae.analysis.config import JailbreaksConfig, jailbreak_stage_name
 from refusal_sae.analysis.jailbreaks import CONTROL, AnswerCache, payload_pieces, prepare, run_jailbreaks_stage
 from refusal_sae.data.jailbreaks import wrap_details
 from refusal_sae.errors import ConfigError, DataError

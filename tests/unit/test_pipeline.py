@@ -17,8 +17,8 @@ from refusal_sae.direction.config import DirectionConfig
 from refusal_sae.errors import ConfigError, DataError, ModelLoadError
 from refusal_sae.pipeline.config import apply_overrides, load_config
 from refusal_sae.pipeline.runner import check
-from refusal_sae.pipeline.stages import STAGES, EvalStep
-from refusal_sae.scoring.config import EvalConfig
+from refusal_sae.pipeline.stages import STAGES
+from refusal_sae.scoring.config import EvalConfig, EvalStep
 from tests.conftest import build_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,8 +165,7 @@ def test_bad_settings_fail_before_any_work(tiny_dir, data_dir, raw, error, needl
 
 
 def test_search_sections_take_their_defaults_from_the_stage_config():
-    from refusal_sae.pipeline.stages import SearchTableConfig
-    from refusal_sae.search.config import SearchConfig
+    from refusal_sae.search.config import SearchConfig, SearchTableConfig
 
     cfg = load_config(raw={"seed": 3, "stages": ["direction", "search", "search_table"], "search": {"top_k": [5, 10]}})
     assert cfg.section("search") == SearchConfig(top_k=(5, 10), seed=3)  # the rest: SearchConfig's own defaults
@@ -270,7 +269,7 @@ def test_gemma_config_runs_on_a_tiny_gemma2_with_a_local_sae(gemma_dir, sae_dir,
 
     import refusal_sae.search.dormant as dormant
     import refusal_sae.search.interactions as inter
-    import refusal_sae.search.stage as search_stage
+    import refusal_sae.search.runner as search_stage
     from refusal_sae.cli import app
     from tests.unit.test_interactions import _median_labels
     from tests.unit.test_search import HashJudge
@@ -399,7 +398,7 @@ eval:
 def test_pipeline_runs_the_search_and_its_report_draws(tiny_dir, data_dir, tmp_path, monkeypatch):
     """direction → search → search_table on a tiny random Llama with two random SAEs, through the config path; the
     report of that run directory passes the browser check (where Chromium is installed)."""
-    import refusal_sae.search.stage as search_stage
+    import refusal_sae.search.runner as search_stage
     from refusal_sae.pipeline.runner import run_pipeline
     from tests.unit.test_search import HashJudge, tiny_saes
 
@@ -480,7 +479,7 @@ def test_interactions_and_dormant_sections_are_typed(raw, needle):
     with pytest.raises(ConfigError) as e:
         load_config(raw=raw)
     assert needle in str(e.value) and "\n" not in str(e.value)
-    from refusal_sae.search.interactions_config import DormantConfig, InteractionsConfig
+    from refusal_sae.search.config import DormantConfig, InteractionsConfig
 
     cfg = load_config(raw={"seed": 4, "interactions": {"k_values": [8, 4]}, "dormant": {"n_heldout": 6}})
     assert cfg.section("interactions") == InteractionsConfig(k_values=(4, 8), seed=4)  # the rest: the stage's defaults
@@ -514,7 +513,7 @@ def test_pipeline_runs_interactions_and_dormant_resumes_and_reports(tiny_dir, da
     held-out judgements come from the table; a rerun skips every stage; both report sections draw."""
     import refusal_sae.search.dormant as dormant
     import refusal_sae.search.interactions as inter
-    import refusal_sae.search.stage as search_stage
+    import refusal_sae.search.runner as search_stage
     from refusal_sae.pipeline.runner import run_pipeline
     from refusal_sae.runs import RunDir
     from refusal_sae.search.result import GreedyResult

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from refusal_sae.analysis.configs import jailbreak_stage_name
+from refusal_sae.analysis.config import jailbreak_stage_name
 from refusal_sae.errors import ConfigError, DataError
 from refusal_sae.pipeline.config import load_config
 from tests.unit.test_pipeline import _check, sae_dir, tiny_dir  # noqa: F401  (fixtures)
@@ -76,7 +76,7 @@ def test_pipeline_runs_the_analyses_resumes_and_reports(tiny_dir, data_dir, tmp_
     """direction → search → jailbreaks → upstream → probes → harden on a tiny random Llama. A random model never
     refuses, so the judges are stand-ins: the search's labels hash the answer; the analyses' judge refuses a harmful
     prompt unless it injects a compliant opening (prefix injection does), and answers every harmless one."""
-    import refusal_sae.search.stage as search_stage
+    import refusal_sae.search.runner as search_stage
     from refusal_sae.pipeline.runner import run_pipeline
     from tests.unit.test_pipeline import analysis_judges
     from tests.unit.test_search import HashJudge, tiny_saes

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import refusal_sae.analysis.jailbreaks as jbmod
-from refusal_sae.analysis.configs import ProbeConfig
+from refusal_sae.analysis.config import ProbeConfig
 from refusal_sae.analysis.jailbreaks import CONTROL, JailbreakResult
 from refusal_sae.analysis.probes import (
     LastToken,

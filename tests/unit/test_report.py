@@ -18,7 +18,7 @@ from refusal_sae.direction.result import CandidateScore, DirectionResult, HarmRe
 from refusal_sae.report import render_report
 from refusal_sae.runs import RunDir
 from refusal_sae.saes.features import FeatureExample, FeatureSummary
-from refusal_sae.saes.stage import SaeMetricsResult, SaeRow
+from refusal_sae.saes.runner import SaeMetricsResult, SaeRow
 from refusal_sae.scoring.evaluation import EvalResult
 from refusal_sae.scoring.stats import wilson_interval
 from refusal_sae.search.choose import GridRow

@@ -113,7 +113,7 @@ def synthetic_harden(run: RunDir) -> HardeningResult:
                           {"jailbreak": [True] * 6 + [False] * 2}, ["jailbreakbench", "harmbench_test"],
                           ["roleplay", "distractors"], "prefill", "Sure, here is",
                           {"jailbreak": 8, "attack": 8, "xstest": 10, "harmless": 6}, points,
-                          [PairedRow("steer m=2", "none", "attack", "complied", 8, 2, 6, 0, 4, 0.125)],
+                          [PairedRow("steer m=2", "none", 8, 2, 6, 0, 4, 0.125, label="complied", group="attack")],
                           [MatchedRow("steer m=1", 0.4, 0.125, 0.5, 0.02, 0.6, 0.1, 0.45, 0.05),
                            MatchedRow("steer m=2", 0.6, 0.0, 0.25, 0.05, None)],
                           generations=[{"point": "none", "group": "attack", "prompt": EVIL, "completion": EVIL,

@@ -1,5 +1,5 @@
 """The report's interactions and dormant sections from typed synthetic results (stages 3–5): FM vs probe with
-intervals and the controls, the interaction heatmap (a tensor, read without torch), the top pairs, the K sweep beside
+intervals and the controls, the interaction heatmap (the FM result's tensor), the top pairs, the K sweep beside
 random sets and the minimal set, critical-but-silent counts beside the active members, newly active features by
 position kind beside random clamps, and the rounds. (``tests/unit/test_report.py`` adds these results to its
 synthetic run, so the browser check there draws every figure of both sections.)"""
@@ -30,13 +30,13 @@ def _section(page: str, sid: str) -> str:
 
 def synthetic_interactions(run: RunDir) -> None:
     """search/heldout and search/interactions/{data,fm,ksweep} of a pretend 6-feature pool."""
+    from refusal_sae.scoring.compare import PairedRow
     from refusal_sae.search.interactions import (
         InteractionData,
         InteractionModel,
         KSweepResult,
         PairRow,
         RefusedPrompts,
-        SweepPaired,
         sweep_row,
     )
 
@@ -85,7 +85,7 @@ def synthetic_interactions(run: RunDir) -> None:
                 r.draws = [0.0, 1 / 6]
             rows.append(r)
     sweep = KSweepResult(["jailbreakbench", "harmbench_test"], 6, PROMPTS, 0.0, [2, 4], rows,
-                         [SweepPaired(k, "FM", "linear probe", 6, 4, 2, 2, 0, 0.5) for k in (2, 4)])
+                         [PairedRow("FM", "linear probe", 6, 4, 2, 2, 0, 0.5, k=k) for k in (2, 4)])
     run.save(sweep, ident, name="search/interactions/ksweep")
 
 
@@ -156,7 +156,7 @@ def test_dormant_section(tmp_path):
     assert sec.count('<div id="figure-') == 3  # critical shares, newly active, rounds
 
 
-def test_sections_draw_what_exists_and_the_report_command_needs_no_torch(tmp_path):
+def test_sections_draw_what_exists_and_the_report_command_needs_no_model(tmp_path):
     root = _run(tmp_path / "run")
     for sub in ("search/interactions/fm", "search/dormant/rounds"):
         (root / sub / "result.json").unlink()
@@ -166,7 +166,9 @@ def test_sections_draw_what_exists_and_the_report_command_needs_no_torch(tmp_pat
     assert "No rounds of re-search" in dormant and "Critical but silent" in dormant
     n = int(re.search(r'data-figures="(\d+)"', page).group(1))
     assert n == len(re.findall(r'<div id="figure-\d+"', page))
+    # the typed results load with torch (their tensors), never the model's or the SAEs' libraries
     code = ("import sys; from refusal_sae.report import render_report; render_report(sys.argv[1]); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+            "bad = [m for m in ('transformers', 'sae_lens', 'transformer_lens') if m in sys.modules]; "
+            "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -109,3 +109,24 @@ def test_file_hash_follows_rewrites_in_the_same_process(tmp_path):
     first = file_sha256(p)
     p.write_bytes(b"two!")  # rewritten in place (e.g. an adapter retrained in this process)
     assert file_sha256(p) != first and file_sha256(p) == file_sha256(p)
+
+
+def test_result_identities_are_declared_on_the_config_fields():
+    """Which settings each sub-result depends on comes from the fields' metadata (runs.identity); the hashes are pinned
+    to those of the hand-assembled field tuples they replaced, so run directories made before keep resuming."""
+    from refusal_sae.runs import config_hash
+    from refusal_sae.runs.identity import settings_of
+    from refusal_sae.search.config import DormantConfig, InteractionsConfig, SearchConfig
+
+    pinned = {(SearchConfig, "candidates"): "e98479cdd24eb12a", (SearchConfig, "choice"): "69d77a681c41395c",
+              (SearchConfig, "greedy"): "115477a29f25b3cb", (SearchConfig, "cards"): "115477a29f25b3cb",
+              (InteractionsConfig, "data"): "7d63e60055f8d1a2", (InteractionsConfig, "fm"): "e20af7da300bf8e8",
+              (InteractionsConfig, "sweep"): "1f6d49c3b45309c8", (DormantConfig, "silent"): "f3842e511aac8166",
+              (DormantConfig, "newly"): "5d949efd85d49ca2", (DormantConfig, "rounds"): "e052725c28c7546f"}
+    for (cls, result), want in pinned.items():
+        assert config_hash(settings_of(cls(), result)) == want, (cls.__name__, result)
+    base, later = SearchConfig(), SearchConfig(clamps=(0.0,), greedy_tau=0.2, batch_size=4)
+    assert settings_of(base, "candidates") == settings_of(later, "candidates")  # later settings: earlier results kept
+    assert settings_of(base, "choice") != settings_of(later, "choice") and "batch_size" not in settings_of(later, "choice")
+    assert "n_card_prompts" not in settings_of(base, "cards")  # only when changed
+    assert settings_of(SearchConfig(n_card_prompts=8), "cards")["n_card_prompts"] == 8

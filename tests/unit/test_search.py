@@ -255,7 +255,7 @@ class HashJudge:
 def test_search_cli_end_to_end_and_resume(tiny_run, data_dir, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import refusal_sae.search.stage as stage
+    import refusal_sae.search.runner as stage
     from refusal_sae.cli import app
 
     monkeypatch.setattr(stage, "get_judge", lambda spec: HashJudge())

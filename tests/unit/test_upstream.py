@@ -6,10 +6,9 @@ import pytest
 import torch
 
 import refusal_sae.analysis.jailbreaks as jbmod
-from refusal_sae.analysis.configs import JailbreaksConfig, UpstreamConfig
+from refusal_sae.analysis.config import JailbreaksConfig, UpstreamConfig
 from refusal_sae.analysis.jailbreaks import run_jailbreaks_stage
 from refusal_sae.analysis.upstream import (
-    FeatureClampFrom,
     choose_threshold,
     cluster_bootstrap,
     family_tokens,
@@ -22,7 +21,7 @@ from refusal_sae.analysis.upstream import (
     upstream_position,
 )
 from refusal_sae.interventions.engine import InterventionEngine
-from refusal_sae.interventions.feature_clamp import FeatureClamp
+from refusal_sae.interventions.feature_clamp import FeatureClamp, FeatureClampFrom
 from refusal_sae.runs import RunDir
 from refusal_sae.scoring.judge import Judgement
 from refusal_sae.scoring.refusal_score import opening_tokens, refusal_score_from_logits

@@ -1,4 +1,4 @@
-"""Hardening refusal by SAE feature steering, and what it costs (stage 6, section 4).
+"""Hardening refusal by SAE feature steering, and what it costs (stage 5, section 4).
 
 O'Brien et al. ("Steering Language Model Refusal with Sparse Autoencoders", Phi-3 Mini) clamp refusal features up:
 jailbreaks succeed less, but over-refusal and loss on ordinary text rise. This module measures that trade-off on a
@@ -58,7 +58,7 @@ from pathlib import Path
 
 import torch
 
-from refusal_sae.analysis.harden_config import HardenConfig
+from refusal_sae.analysis.config import HardenConfig
 from refusal_sae.data import load_dataset
 from refusal_sae.data.jailbreaks import family_names, jailbreak_set
 from refusal_sae.data.records import PromptSet
@@ -71,7 +71,7 @@ from refusal_sae.models.handle import ModelHandle
 from refusal_sae.models.hooks import hook_name
 from refusal_sae.ops import cosine_to_rows
 from refusal_sae.runs import RunDir, StageResult, completed, config_hash, mark_complete, slug
-from refusal_sae.scoring.compare import compare_labels
+from refusal_sae.scoring.compare import PairedRow
 from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge, get_judge
 from refusal_sae.scoring.stats import wilson_interval
 from refusal_sae.search.activations import content_mask
@@ -341,20 +341,6 @@ class HardenPoint:
 
 
 @dataclass
-class PairedRow:
-    a: str
-    b: str
-    group: str
-    label: str
-    n: int
-    count_a: int
-    count_b: int
-    only_a: int
-    only_b: int
-    p_value: float  # McNemar exact
-
-
-@dataclass
 class MatchedRow:
     """A steering point beside activation addition at the same XSTest over-refusal (interpolated)."""
 
@@ -428,8 +414,7 @@ def paired_rows(a: str, b: str, la: Labels, lb: Labels, prompts: Mapping[str, Se
     for group, label in (("jailbreak", COMPLIED), ("attack", COMPLIED), ("xstest", REFUSED), ("harmless", REFUSED)):
         if not la.get(group):
             continue
-        pc = compare_labels(list(prompts[group]), list(la[group]), list(lb[group]), label)
-        rows.append(PairedRow(a, b, group, label, pc.n, pc.count_a, pc.count_b, pc.only_a, pc.only_b, pc.p_value))
+        rows.append(PairedRow.compare(a, b, prompts[group], la[group], lb[group], label, group))
     return rows
 
 

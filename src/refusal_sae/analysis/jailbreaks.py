@@ -1,4 +1,4 @@
-"""§1 of stage 6: which jailbreak families make the refusing model comply, offline.
+"""§1 of stage 5: which jailbreak families make the refusing model comply, offline.
 
 Default mode: held-out harmful instructions (JailbreakBench + HarmBench test) that the plain model refuses (greedy
 answers, judged) are wrapped in every family of the project's generator (:mod:`refusal_sae.data.jailbreaks`, seeded
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from refusal_sae.analysis.configs import JailbreaksConfig
+from refusal_sae.analysis.config import JailbreaksConfig
 from refusal_sae.data import load_dataset
 from refusal_sae.data.jailbreaks import built_from_test_split, get_family, record_seed, wrap_details
 from refusal_sae.data.registry import is_test_split, resolve_path

@@ -1,4 +1,4 @@
-"""§3 of stage 6: linear probes of "will the model refuse" that generalise out of distribution (Yeo et al.).
+"""§3 of stage 5: linear probes of "will the model refuse" that generalise out of distribution (Yeo et al.).
 
 Logistic regressions (scikit-learn, standardised inputs, C chosen on validation) on the *last prompt token*:
 
@@ -20,13 +20,13 @@ bootstrap intervals (the same resamples for both probes).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from refusal_sae.analysis.configs import TEST_SETS, ProbeConfig
+from refusal_sae.analysis.config import TEST_SETS, ProbeConfig
 from refusal_sae.analysis.jailbreaks import CONTROL, AnswerCache, JailbreakResult, answer_cache
 from refusal_sae.data import load_dataset
 from refusal_sae.errors import ConfigError, DataError
@@ -318,6 +318,16 @@ def score_probes(acts: Mapping[str, LastToken], inputs: ProbeInputs, cfg: ProbeC
                        best["layer"], dense_rows, counts, rows, gains, preds)
 
 
+def _stored_set(run: RunDir, cls: type, stage: str, command: str, empty: str,
+                get: Callable[[object], FeatureSet]) -> tuple[FeatureSet | None, str | None]:
+    """``get(result)`` of the ``cls`` result saved at ``stage``, or ``None`` and why (no result, or an empty set)."""
+    res = run.load(cls, stage)
+    if res is None:
+        return None, f"no {stage} result: run `{command}`"
+    fs = get(res)
+    return (fs, None) if len(fs) else (None, empty)
+
+
 def feature_sets(run: RunDir, cfg: ProbeConfig) -> tuple[dict[str, FeatureSet], dict[str, str], list[int]]:
     """The requested sets that exist in the run (and why the others are skipped), and the search's SAE layers."""
     hint = f"refusal-sae search --run-dir {run.root}"
@@ -327,24 +337,19 @@ def feature_sets(run: RunDir, cfg: ProbeConfig) -> tuple[dict[str, FeatureSet], 
     for name in cfg.feature_sets:
         if name == "global":
             sets[name] = cands.ours.take(choice.k)
-        elif name == "minimal":
-            greedy = run.load(GreedyResult, "search/greedy")
-            if greedy is None:
-                skipped[name] = f"no search/greedy result: run `{hint}`"
-            elif not len(greedy.minimal):
-                skipped[name] = "the greedy minimal set is empty"
-            else:
-                sets[name] = greedy.minimal
+            continue
+        if name == "minimal":
+            fs, why = _stored_set(run, GreedyResult, "search/greedy", hint, "the greedy minimal set is empty",
+                                  lambda r: r.minimal)
         else:
             from refusal_sae.analysis.upstream import UpstreamResult
 
-            up = run.load(UpstreamResult, "analysis/upstream")
-            if up is None:
-                skipped[name] = f"no analysis/upstream result: run `refusal-sae upstream --run-dir {run.root}`"
-            elif not len(up.refusal_features):
-                skipped[name] = "the upstream analysis found no shared refusal feature"
-            else:
-                sets[name] = up.refusal_features
+            fs, why = _stored_set(run, UpstreamResult, "analysis/upstream", f"refusal-sae upstream --run-dir {run.root}",
+                                  "the upstream analysis found no shared refusal feature", lambda r: r.refusal_features)
+        if fs is None:
+            skipped[name] = why
+        else:
+            sets[name] = fs
     if not sets:
         raise ConfigError("no feature set to probe: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     return sets, skipped, list(cands.layers)

@@ -1,4 +1,4 @@
-"""§2 of stage 6: upstream features → downstream refusal features, and what jailbreaks do to them (Yeo et al.).
+"""§2 of stage 5: upstream features → downstream refusal features, and what jailbreaks do to them (Yeo et al.).
 
 1. **Per-prompt sets.** Each prompt's top ``K`` features by LA-IG attribution within the search's decoder-cosine
    prefilter (as the search's per-prompt row), from per-position attributions (:func:`per_position_sets`).
@@ -9,9 +9,11 @@
    features' mean activation over the prompt and of the refusal features' mean activation over the last 5 tokens,
    compared between jailbroken and failed pairs (the first seed paper: 0.49 / 0.73 jailbroken vs 0.30 / 0.18 failed).
 4. **Causal drop** (per plain instruction): each upstream feature is clamped (×c) from its highest-attribution
-   position outside the last 5 tokens on (:class:`FeatureClampFrom`, a position-restricted SAE edit with the error
-   term kept); the refusal features (at deeper layers) are read at the last 5 tokens *before* any edit at their own
-   hook point, and their relative drop is compared with random same-layer features clamped from the same positions.
+   position outside the last 5 tokens on (:class:`~refusal_sae.interventions.feature_clamp.FeatureClampFrom`, a
+   position-restricted SAE edit with the error term kept, routed to its own prompt's batch row by
+   :func:`~refusal_sae.interventions.engine.row_routed_hooks`); the refusal features (at deeper layers) are read at
+   the last 5 tokens *before* any edit at their own hook point, and their relative drop is compared with random
+   same-layer features clamped from the same positions.
 5. **Suppressing tokens**: gradient × input of the refusal features' mean last-5 activation (each feature in units
    of its mean on the plain prompts) with respect to every input embedding of the wrapped prompts; per family, the
    wrapper's tokens (outside the instruction's own text) with the most negative mean attribution.
@@ -26,14 +28,15 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from refusal_sae.analysis.configs import UpstreamConfig
+from refusal_sae.analysis.config import UpstreamConfig
 from refusal_sae.analysis.jailbreaks import answer_cache, load_jailbreaks, payload_pieces
 from refusal_sae.data import load_dataset
 from refusal_sae.direction.result import DirectionResult
 from refusal_sae.errors import DataError, MismatchError
 from refusal_sae.interventions.base import Intervention
 from refusal_sae.interventions.directional import DirectionAblation
-from refusal_sae.interventions.feature_clamp import FeatureClamp
+from refusal_sae.interventions.engine import row_routed_hooks
+from refusal_sae.interventions.feature_clamp import FeatureClampFrom
 from refusal_sae.models.formatting import FormattedPrompt, length_sorted_batches, render_chat
 from refusal_sae.models.handle import ModelHandle, position_ids_for
 from refusal_sae.models.hooks import HookFn, StopForward, hook_name
@@ -49,78 +52,6 @@ RULE = ("refusal features: the features in at least X of the per-prompt sets of 
         "X: the threshold of the grid whose shared set on the training prompts agrees best (Jaccard) with the shared "
         "set on the refused harmful_val prompts at the same X, among thresholds with a non-empty shared set; ties go "
         "to the larger X (fewer features)")
-
-
-# --- the position-restricted SAE edit -----------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class FeatureClampFrom(FeatureClamp):
-    """Clamp SAE features from a prompt position on: feature ``feature_ids[i]`` is edited on the last ``spans[i]``
-    positions of the prompt (a prompt of ``n`` tokens clamped from position ``p`` has span ``n − p``) and on every
-    generated token; earlier positions keep their activations. Spans count from the end, so the same edit is right
-    for the prompt alone and inside a left-padded batch. The error term is kept (:class:`FeatureClamp`), and
-    ``last_positions`` is the longest span, so the engine may share the clean prefix before it."""
-
-    spans: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        super().__post_init__()
-        if len(self.spans) != len(self.feature_ids) or not self.spans or min(self.spans) < 1:
-            raise ValueError(f"need one positive span per feature, got {self.spans} for {self.feature_ids}")
-        object.__setattr__(self, "last_positions", max(self.spans))
-
-    @classmethod
-    def from_positions(cls, sae, feature_ids: Sequence[int], positions: Sequence[int], n_tokens: int,
-                       c: float) -> FeatureClampFrom:
-        """Clamp ``feature_ids`` from ``positions`` (0-based, in a prompt of ``n_tokens``) on: ×``c`` (0: zero)."""
-        spans = tuple(n_tokens - int(p) for p in positions)
-        mode, value = ("zero", 0.0) if c == 0 else ("scale", float(c))
-        return cls(sae, tuple(int(f) for f in feature_ids), mode, value, spans=spans)
-
-    def apply(self, act: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """``act`` with each feature edited on its own last positions (``codes = self.encode(act)`` covers the last
-        ``last_positions`` positions, or all of them on a generation step that holds fewer)."""
-        sae, ids = self.sae, list(self.feature_ids)
-        f = codes[..., ids]
-        if self.mode == "zero":
-            df = -f
-        elif self.mode == "scale":
-            df = f * (self.value - 1.0)
-        else:
-            df = self.value - f
-        width = f.shape[-2]
-        from_end = torch.arange(width - 1, -1, -1, device=f.device)[:, None]  # position's distance from the end
-        df = df * (from_end < torch.tensor(self.spans, device=f.device)[None, :]).to(df.dtype)
-        w = sae.W_dec[ids]
-        if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
-            df = df / w.norm(dim=-1)
-        delta = (df @ w).to(act.dtype)
-        out = act.clone()
-        out[:, -width:] += delta
-        return out
-
-
-def row_routed_hooks(handle: ModelHandle, per_row: Sequence[Sequence[Intervention]]) -> list[tuple[str, HookFn]]:
-    """One hook per hook point applying row ``b``'s own interventions to row ``b`` of the batch only (a prompt's own
-    upstream features and positions). The engine's per-prompt routing does the same for generation; it is private
-    to the engine, and this one is needed around forward passes that read SAE codes."""
-    points: dict[str, list[tuple[int, HookFn]]] = {}
-    for b, ivs in enumerate(per_row):
-        for iv in ivs:
-            for name, fn in iv.hooks(handle):
-                points.setdefault(name, []).append((b, fn))
-
-    def make(entries: list[tuple[int, HookFn]]) -> HookFn:
-        def fn(act: torch.Tensor) -> torch.Tensor:
-            out = act.clone()
-            for b, f in entries:
-                new = f(out[b : b + 1])
-                if new is not None:
-                    out[b : b + 1] = new
-            return out
-
-        return fn
-
-    return [(name, make(e)) for name, e in points.items()]
 
 
 # --- reading codes --------------------------------------------------------------------------------------------------------

@@ -3,39 +3,22 @@ and probes that generalise. Each checks its settings and the run's earlier resul
 
 from __future__ import annotations
 
-import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from refusal_sae.analysis.configs import JailbreaksConfig, ProbeConfig, UpstreamConfig, jailbreak_stage_name
+from refusal_sae.analysis.config import JailbreaksConfig, ProbeConfig, UpstreamConfig, jailbreak_stage_name
 from refusal_sae.cli.common import (
-    BatchSizeOpt,
-    DataDirOpt,
-    ForceOpt,
-    IdsOpt,
-    JsonOpt,
-    JudgeOpt,
-    MaxNewTokensOpt,
-    NBootOpt,
-    ReleaseOpt,
-    RunDirOpt,
-    SaesOpt,
-    SeedOpt,
     app,
-    float_list,
-    model_options,
     names,
     out,
-    run_dir_for,
-    sae_set,
 )
-from refusal_sae.models.options import ModelSpec
+from refusal_sae.cli.options import Command, stage_command
 
-J, U, P = JailbreaksConfig, UpstreamConfig, ProbeConfig
-TEST = ",".join(J.datasets)
+TEST = ",".join(JailbreaksConfig.datasets)
 JbDatasetsOpt = Annotated[str, typer.Option("--jailbreak-datasets", help="The jailbreak table to read: the --datasets it was made with.")]
 JbFileOpt = Annotated[Optional[str], typer.Option("--jailbreak-file", help="… or the --dataset file it was made with.")]
 
@@ -50,34 +33,18 @@ def _num(x, fmt: str = ".2f") -> str:
 
 
 @app.command("jailbreaks")
-@model_options
+@stage_command(JailbreaksConfig, force=True, aliases={"neutral_control": ["--control/--no-control"]})
 def jailbreaks_cmd(
-    spec: ModelSpec,
-    run_dir: RunDirOpt = None,
-    datasets: Annotated[str, typer.Option(help="Harmful datasets whose refused plain instructions are wrapped (default: the held-out test sets).")] = TEST,
-    dataset: Annotated[Optional[str], typer.Option(help="A JSON/JSONL/CSV prompt file used as the jailbreak set as is (optional 'family' and 'plain' fields), e.g. WildJailbreak.")] = None,
-    families: Annotated[Optional[str], typer.Option(help="Comma-separated families (default: all 11 of the generator; file mode: all in the file).")] = None,
-    n_instructions: Annotated[int, typer.Option(help="Refused plain instructions wrapped in every family (seeded sample).")] = J.n_instructions,
-    n: Annotated[Optional[int], typer.Option(help="File mode: prompts used (seeded sample; default all).")] = None,
-    control: Annotated[bool, typer.Option("--control/--no-control", help="Also wrap in the neutral control wrapper (paired McNemar per family).")] = True,
-    seed: SeedOpt = J.seed,
-    max_new_tokens: MaxNewTokensOpt = J.max_new_tokens,
-    batch_size: BatchSizeOpt = J.batch_size,
-    judge: JudgeOpt = J.judge,
-    data_dir: DataDirOpt = None,
-    force: ForceOpt = False,
-    as_json: JsonOpt = False,
+    cfg: JailbreaksConfig,
+    cmd: Command,
 ) -> None:
     """Which jailbreak families make the model comply: complied / degenerate / refused per family with Wilson CIs,
     paired against a neutral wrapper; the (plain refused → wrapped) pairs for `upstream` and `probe`."""
     from refusal_sae.analysis.jailbreaks import prepare, run_jailbreaks_stage
 
-    cfg = JailbreaksConfig(datasets=names(datasets) or (), dataset=dataset, families=names(families),
-                           n_instructions=n_instructions, n=n, neutral_control=control, seed=seed,
-                           max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge)
-    prepare(cfg, data_dir)  # settings, families and prompt files, before the model loads
-    run = run_dir_for(spec, run_dir)
-    res = run_jailbreaks_stage(spec.load(), run, cfg, data_dir)
+    prepare(cfg, cmd.data_dir)  # settings, families and prompt files, before the model loads
+    run = cmd.run
+    res = run_jailbreaks_stage(cmd.load(), run, cfg, cmd.data_dir)
     from rich.table import Table
 
     what = (f"{res.n_instructions} held-out instructions the model refuses ({res.n_plain_refused} of {res.n_plain} "
@@ -93,8 +60,7 @@ def jailbreaks_cmd(
                   f"{r.n - r.refused}/{r.n} {_ci(r.not_refused_ci)}", vs, nr)
     out.print(t)
     out.print(f"pairs (plain refused → wrapped): {res.pair_counts}; results in {run.root / cfg.stage}")
-    if as_json:
-        print(json.dumps(res.to_json()))
+    cmd.emit(res.to_json())
 
 
 def _clamp(text: str) -> float | None:
@@ -109,47 +75,24 @@ def _clamp(text: str) -> float | None:
 
 
 @app.command("upstream")
-@model_options
+@stage_command(UpstreamConfig, saes=True, force=True, exclude=("jailbreaks", "clamp"))
 def upstream_cmd(
-    spec: ModelSpec,
-    run_dir: RunDirOpt = None,
-    saes: SaesOpt = None,
-    sae_release: ReleaseOpt = None,
-    sae_ids: IdsOpt = None,
+    cfg: UpstreamConfig,
+    cmd: Command,
     jailbreak_datasets: JbDatasetsOpt = TEST,
     jailbreak_file: JbFileOpt = None,
-    n_train: Annotated[int, typer.Option(help="harmful_train prompts (those refused define the refusal features).")] = U.n_train,
-    n_val: Annotated[int, typer.Option(help="harmful_val prompts (those refused choose the threshold X).")] = U.n_val,
-    thresholds: Annotated[str, typer.Option(help="Grid of X: shares of per-prompt sets a refusal feature is in.")] = ",".join(f"{x:g}" for x in U.thresholds),
-    k: Annotated[Optional[int], typer.Option(help="Per-prompt set size (default: the search's K*).")] = None,
     clamp: Annotated[str, typer.Option(help="Multiplier of the upstream features (0 zero-ablates), or 'search' for the search's chosen clamp.")] = "-3",
-    last: Annotated[int, typer.Option(help="Refusal features are read over the last N tokens; upstream positions lie before them.")] = U.last,
-    position_frac: Annotated[float, typer.Option(help="Clamp from the earliest position whose attribution reaches this share of the peak (1: the peak).")] = U.position_frac,
-    n_random: Annotated[int, typer.Option(help="Random same-layer sets clamped from the same positions (the control).")] = U.n_random,
-    ig_steps: Annotated[int, typer.Option(help="LA-IG interpolation steps.")] = U.ig_steps,
-    max_instructions: Annotated[Optional[int], typer.Option(help="Analyse the pairs of at most this many plain instructions (seeded).")] = None,
-    top_tokens: Annotated[int, typer.Option(help="Suppressing tokens listed per family.")] = U.top_tokens,
-    seed: SeedOpt = U.seed,
-    max_new_tokens: MaxNewTokensOpt = U.max_new_tokens,
-    batch_size: BatchSizeOpt = U.batch_size,
-    judge: JudgeOpt = U.judge,
-    data_dir: DataDirOpt = None,
-    force: ForceOpt = False,
-    as_json: JsonOpt = False,
 ) -> None:
     """Upstream → downstream: refusal features shared by most per-prompt sets, the drop of their activation when a
     jailbreak succeeds vs fails and when the upstream features are clamped (vs random), suppressing tokens per family."""
     from refusal_sae.analysis.upstream import prepare_upstream, run_upstream_stage
 
-    cfg = UpstreamConfig(jailbreaks=jailbreak_stage_name(names(jailbreak_datasets) or (), jailbreak_file),
-                         n_train=n_train, n_val=n_val, thresholds=float_list(thresholds), k=k, clamp=_clamp(clamp),
-                         last=last, position_frac=position_frac, n_random=n_random, ig_steps=ig_steps,
-                         max_instructions=max_instructions, top_tokens=top_tokens, seed=seed,
-                         max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge)
-    run = run_dir_for(spec, run_dir)
+    cfg = replace(cfg, jailbreaks=jailbreak_stage_name(names(jailbreak_datasets) or (), jailbreak_file),
+                  clamp=_clamp(clamp))
+    run = cmd.run
     prepare_upstream(run, cfg)  # settings and earlier results, before the model loads
-    handle = spec.load()
-    res = run_upstream_stage(handle, sae_set(handle, run, saes, sae_release, sae_ids), run, cfg, data_dir)
+    handle = cmd.load()
+    res = run_upstream_stage(handle, cmd.saes(handle), run, cfg, cmd.data_dir)
     from rich.table import Table
 
     out.print(f"refusal features ({len(res.refusal_features)}, in ≥ {res.threshold:.0%} of the per-prompt sets of "
@@ -180,49 +123,26 @@ def upstream_cmd(
     if res.skipped and any(res.skipped.values()):
         out.print(f"  instructions skipped: {res.skipped}")
     out.print(f"results in {run.root / 'analysis/upstream'}")
-    if as_json:
-        print(json.dumps(res.to_json()))
+    cmd.emit(res.to_json())
 
 
-@app.command("probe")
-@model_options
+@app.command("probes")
+@stage_command(ProbeConfig, saes=True, force=True, exclude=("jailbreaks",), aliases={"feature_sets": ["--features"]})
 def probe_cmd(
-    spec: ModelSpec,
-    run_dir: RunDirOpt = None,
-    saes: SaesOpt = None,
-    sae_release: ReleaseOpt = None,
-    sae_ids: IdsOpt = None,
+    cfg: ProbeConfig,
+    cmd: Command,
     jailbreak_datasets: JbDatasetsOpt = TEST,
     jailbreak_file: JbFileOpt = None,
-    ood_dataset: Annotated[Optional[str], typer.Option(help="Any prompt file (or dataset name) as the OOD test; labels from the model's judged answers.")] = None,
-    features: Annotated[str, typer.Option(help="Feature sets to probe: minimal, global, shared (those missing from the run are skipped and listed).")] = ",".join(P.feature_sets),
-    n_train: Annotated[int, typer.Option(help="harmful_train and harmless_train prompts each.")] = P.n_train,
-    n_val: Annotated[int, typer.Option(help="harmful_val and harmless_val prompts each (C and the dense layer).")] = P.n_val,
-    n_test: Annotated[int, typer.Option(help="harmless_test prompts of the in-distribution test.")] = P.n_test,
-    n_ood: Annotated[Optional[int], typer.Option(help="--ood-dataset: prompts used (seeded sample; default all).")] = None,
-    n_random: Annotated[int, typer.Option(help="Random feature sets per size.")] = P.n_random,
-    cs: Annotated[str, typer.Option("--cs", help="Inverse regularisation strengths tried on validation.")] = ",".join(f"{c:g}" for c in P.cs),
-    n_boot: NBootOpt = P.n_boot,
-    seed: SeedOpt = P.seed,
-    max_new_tokens: MaxNewTokensOpt = P.max_new_tokens,
-    batch_size: BatchSizeOpt = P.batch_size,
-    judge: JudgeOpt = P.judge,
-    data_dir: DataDirOpt = None,
-    force: ForceOpt = False,
-    as_json: JsonOpt = False,
 ) -> None:
     """Probes of "will the model refuse" on last-token activations: refusal features vs random features vs the dense
     residual stream (layer chosen on validation), in and out of distribution, with bootstrap CIs and OOD gains."""
     from refusal_sae.analysis.probes import prepare_probes, run_probe_stage
 
-    cfg = ProbeConfig(jailbreaks=jailbreak_stage_name(names(jailbreak_datasets) or (), jailbreak_file),
-                      ood_dataset=ood_dataset, feature_sets=names(features) or (), n_train=n_train, n_val=n_val,
-                      n_test=n_test, n_ood=n_ood, n_random=n_random, cs=float_list(cs), n_boot=n_boot, seed=seed,
-                      max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge)
-    run = run_dir_for(spec, run_dir)
-    prepare_probes(run, cfg, data_dir)  # settings, earlier results and prompt files, before the model loads
-    handle = spec.load()
-    res = run_probe_stage(handle, sae_set(handle, run, saes, sae_release, sae_ids), run, cfg, data_dir)
+    cfg = replace(cfg, jailbreaks=jailbreak_stage_name(names(jailbreak_datasets) or (), jailbreak_file))
+    run = cmd.run
+    prepare_probes(run, cfg, cmd.data_dir)  # settings, earlier results and prompt files, before the model loads
+    handle = cmd.load()
+    res = run_probe_stage(handle, cmd.saes(handle), run, cfg, cmd.data_dir)
     from rich.table import Table
 
     for test, title in (("in_distribution", "in distribution (held-out plain prompts)"),
@@ -244,5 +164,7 @@ def probe_cmd(
     for name, why in res.skipped.items():
         out.print(f"  skipped {name}: {why}")
     out.print(f"results in {Path(run.root) / 'analysis/probes'}")
-    if as_json:
-        print(json.dumps({k: v for k, v in res.to_json().items() if k != "dense_layers"} | {"dense_layers": res.dense_layers}))
+    cmd.emit({k: v for k, v in res.to_json().items() if k != "dense_layers"} | {"dense_layers": res.dense_layers})
+
+
+app.command("probe", hidden=True, help="The `probes` command under its old name.")(probe_cmd)

@@ -8,32 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from refusal_sae.cli.common import DataDirOpt, ForceOpt, JsonOpt, RunDirOpt, app, int_list, model_options, out, run_dir_for
-from refusal_sae.models.options import ModelSpec
+from refusal_sae.cli.common import DataDirOpt, JsonOpt, app, out
+from refusal_sae.cli.options import Command, _text, stage_command
 from refusal_sae.scoring.config import EvalConfig
-
-E = EvalConfig  # defaults live in the torch-free config
 
 
 @app.command("eval")
-@model_options
+@stage_command(EvalConfig, force=True, aliases={"dataset": ["-d"]})
 def eval_cmd(
-    spec: ModelSpec,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Registry name (see `refusal-sae datasets`) or a .json/.jsonl/.csv file.")] = E.dataset,
-    n: Annotated[Optional[int], typer.Option("--n", help="Evaluate a seeded sample of N prompts (default: all).")] = None,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = E.seed,
-    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens generated per prompt.")] = E.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = E.batch_size,
-    judge: Annotated[str, typer.Option(help="Judge of the generations: default (the tuned encoder judge) | tuned[:PARAMS] | learned | heuristic | substring | harmbench[:MODEL] | harmbench-mistral[:MODEL] | llamaguard[:MODEL] | classifier:MODEL.")] = E.judge,
+    cfg: EvalConfig,
+    cmd: Command,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the per-prompt JSONL (prompt, completion, judgement, refusal score) here; it is always kept in the run directory.")] = None,
-    data_dir: DataDirOpt = None,
-    intervention: Annotated[str, typer.Option(help="none | ablate (the run's refusal direction, every layer) | actadd (add it at its layer).")] = E.intervention,
-    run_dir: RunDirOpt = None,
-    coeff: Annotated[float, typer.Option(help="Coefficient of --intervention actadd (see `refusal-sae calibrate-actadd`).")] = E.coeff,
-    ablate_layers: Annotated[Optional[str], typer.Option(
-        help="Restrict --intervention ablate to these layers, e.g. '16-29' (default: every layer, as the paper does).")] = None,
-    force: ForceOpt = False,
-    as_json: JsonOpt = False,
 ) -> None:
     """Refused / complied / degenerate rates (95% Wilson CIs) of a model on a prompt set."""
     from rich.table import Table
@@ -44,20 +29,20 @@ def eval_cmd(
     from refusal_sae.scoring.evaluation import eval_stage_name, run_eval_stage
     from refusal_sae.scoring.judge import get_judge, loads_a_model
 
-    cfg = EvalConfig(dataset, n, seed, max_new_tokens, batch_size, judge, intervention, coeff, int_list(ablate_layers))
     cfg.validate()  # cheap checks first, before data and the slow model load
-    judge_obj = get_judge(judge, **({"local_files_only": True} if spec.offline and loads_a_model(judge) else {}))
-    run = run_dir_for(spec, run_dir)
-    direction = None if intervention == "none" else DirectionResult.from_run(run.root)
-    prompts = load_dataset(dataset, data_dir, n=n, seed=seed)  # a missing or malformed dataset fails here
-    handle = spec.load()
-    result = run_eval_stage(handle, run, cfg, data_dir, direction, judge_obj, force=force)
+    judge_obj = get_judge(cfg.judge, **({"local_files_only": True} if cmd.spec.offline and loads_a_model(cfg.judge) else {}))
+    run = cmd.run
+    direction = None if cfg.intervention == "none" else DirectionResult.from_run(run.root)
+    prompts = load_dataset(cfg.dataset, cmd.data_dir, n=cfg.n, seed=cfg.seed)  # a missing or malformed dataset fails here
+    handle = cmd.load()
+    result = run_eval_stage(handle, run, cfg, cmd.data_dir, direction, judge_obj, force=cmd.force)
     if out_file is not None:
         write_jsonl_atomic(out_file, result.rows)
     path = out_file or run.root / eval_stage_name(handle, prompts, cfg) / "rows.jsonl"
-    summary = result.summary() | {"jsonl": str(path), "max_new_tokens": max_new_tokens, "seed": seed,
-                                  "intervention": intervention, "coeff": coeff, "ablate_layers": ablate_layers}
-    table = Table(title=f"{handle.name} on {result.dataset} (n={result.n}, {max_new_tokens} greedy tokens)")
+    summary = result.summary() | {"jsonl": str(path), "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+                                  "intervention": cfg.intervention, "coeff": cfg.coeff,
+                                  "ablate_layers": _text(cfg.ablate_layers)}
+    table = Table(title=f"{handle.name} on {result.dataset} (n={result.n}, {cfg.max_new_tokens} greedy tokens)")
     for col in ("judgement", "rate", "95% CI"):
         table.add_column(col)
     for label in ("refused", "complied", "degenerate"):
@@ -65,8 +50,7 @@ def eval_cmd(
         table.add_row(label, f"{result.rate(label):.3f}", f"[{lo:.3f}, {hi:.3f}]")
     out.print(table)
     out.print(f"mean refusal score {result.mean_refusal_score:.3f}; completions in {path}")
-    if as_json:
-        print(json.dumps(summary))
+    cmd.emit(summary)
 
 
 @app.command("compare")

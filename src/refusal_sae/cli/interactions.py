@@ -3,23 +3,9 @@ critical-but-silent features, newly active features and rounds of re-search)."""
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Optional
-
-import typer
-
-from refusal_sae.cli.common import DataDirOpt, JsonOpt, RunDirOpt, app, int_list, model_options, out, run_dir_for
-from refusal_sae.cli.search import IdsOpt, ReleaseOpt, SaesOpt
-from refusal_sae.models.options import ModelSpec
-from refusal_sae.search.interactions_config import DormantConfig, InteractionsConfig
-
-IC, DC = InteractionsConfig, DormantConfig  # defaults live in the torch-free configs
-DatasetsOpt = Annotated[str, typer.Option(help="Held-out harmful sets (comma-separated); the prompts the unclamped model refuses are used.")]
-NHeldoutOpt = Annotated[Optional[int], typer.Option(help="A seeded sample of this many prompts of each held-out set (default: every prompt).")]
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
+from refusal_sae.cli.common import app, out
+from refusal_sae.cli.options import Command, stage_command
+from refusal_sae.search.config import DormantConfig, InteractionsConfig
 
 
 def _ci(ci) -> str:
@@ -38,50 +24,22 @@ def _precheck(run, cfg_validate) -> None:
 
 
 @app.command("interactions")
-@model_options
+@stage_command(InteractionsConfig, saes=True, aliases={"k_values": ["--k"]})
 def interactions_cmd(
-    spec: ModelSpec,
-    run_dir: RunDirOpt = None,
-    saes: SaesOpt = None,
-    sae_release: ReleaseOpt = None,
-    sae_ids: IdsOpt = None,
-    n_train: Annotated[int, typer.Option(help="harmful_train and harmless_train prompts (each) the FM is fitted on.")] = IC.n_train,
-    n_val: Annotated[int, typer.Option(help="harmful_val and harmless_val prompts (each) for early stopping and the probe's C.")] = IC.n_val,
-    n_test_harmless: Annotated[int, typer.Option(help="harmless_test prompts among the held-out rows.")] = IC.n_test_harmless,
-    datasets: DatasetsOpt = ",".join(IC.datasets),
-    n_heldout: NHeldoutOpt = None,
-    reduce: Annotated[str, typer.Option(help="Reduction of each feature's code over the post-instruction tokens: max | mean.")] = IC.reduce,
-    pool_size: Annotated[int, typer.Option(help="Features beside the minimal set: those firing on the most harmful training prompts under its clamp.")] = IC.pool_size,
-    label_threshold: Annotated[float, typer.Option(help="A row is refused when its refusal score exceeds this.")] = IC.label_threshold,
-    rank: Annotated[int, typer.Option(help="FM embedding dimension (the paper: 20).")] = IC.rank,
-    lr: Annotated[float, typer.Option(help="FM learning rate (Adam; the paper: 1e-3).")] = IC.lr,
-    epochs: Annotated[int, typer.Option(help="FM epochs (the paper: 20); the epoch of lowest validation loss is kept.")] = IC.epochs,
-    k: Annotated[Optional[str], typer.Option("--k", help="K values of the sweep, e.g. '5,10,20' (default: minimal-set size doubled up to the pool, and the pool).")] = None,
-    n_sweep: Annotated[int, typer.Option(help="Held-out refused prompts judged at every K (seeded sample).")] = IC.n_sweep,
-    n_random: Annotated[int, typer.Option(help="Random same-size sets per K.")] = IC.n_random,
-    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per judged answer.")] = IC.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = IC.batch_size,
-    judge: Annotated[str, typer.Option(help="Judge of the generations.")] = IC.judge,
-    seed: Annotated[int, typer.Option(help="Sampling / FM / random-set seed.")] = IC.seed,
-    data_dir: DataDirOpt = None,
-    as_json: JsonOpt = False,
+    cfg: InteractionsConfig,
+    cmd: Command,
 ) -> None:
     """Stage 3: a factorization machine over the SAE features left active by the minimal set's clamp (beside a linear
     probe), its top interacting pairs, and the K sweep: FM-ranked vs probe-ranked vs random sets clamped on held-out
     refused prompts."""
-    from refusal_sae.saes.loading import resolve_saes
     from refusal_sae.search.interactions import run_interactions_stage
 
-    cfg = InteractionsConfig(n_train=n_train, n_val=n_val, n_test_harmless=n_test_harmless, datasets=_names(datasets),
-                             n_heldout=n_heldout, reduce=reduce, pool_size=pool_size, label_threshold=label_threshold, rank=rank, lr=lr,
-                             epochs=epochs, k_values=int_list(k), n_sweep=n_sweep, n_random=n_random,
-                             max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge, seed=seed)
     cfg.validate()
-    run = run_dir_for(spec, run_dir)
+    run = cmd.run
     _precheck(run, lambda ctx: cfg.validate(len(ctx.minimal) + cfg.pool_size))
-    handle = spec.load()
-    _, sae_set = resolve_saes(handle, saes, sae_release, sae_ids, run.root)
-    data, model, sweep = run_interactions_stage(handle, sae_set, run, cfg, data_dir)
+    handle = cmd.load()
+    _, sae_set = cmd.resolve_saes(handle)
+    data, model, sweep = run_interactions_stage(handle, sae_set, run, cfg, cmd.data_dir)
 
     out.print(f"pool: {len(data.pool)} features = the minimal set ({len(data.minimal)}) + {len(data.pool) - len(data.minimal)} "
               f"of the {data.n_active} features firing under its clamp (c = {data.c:g}); inputs: {data.reduce} over the "
@@ -115,60 +73,33 @@ def interactions_cmd(
                   f"{'-' if r.overlap_fm is None else str(r.overlap_fm):>5s}  {', '.join(f'{x:.2f}' for x in r.draws) or '-'}")
     for p in sweep.paired:
         if p.b == "linear probe":
-            out.print(f"  K={p.k}: FM vs probe complied {p.complied_a} vs {p.complied_b} of {p.n}; only FM {p.only_a}, "
+            out.print(f"  K={p.k}: FM vs probe complied {p.count_a} vs {p.count_b} of {p.n}; only FM {p.only_a}, "
                       f"only probe {p.only_b}; McNemar p = {p.p_value:.3g}")
     out.print(f"results in {run.root / 'search/interactions'}")
-    if as_json:
-        print(json.dumps({"pool": len(data.pool), "minimal": len(data.minimal), "n_active": data.n_active,
+    cmd.emit({"pool": len(data.pool), "minimal": len(data.minimal), "n_active": data.n_active,
                           "balance": data.balance, "metrics": model.to_json()["metrics"],
                           "paired": model.to_json()["paired"], "pairs": model.to_json()["pairs"],
                           "best_epoch": model.best_epoch, "probe_c": model.probe_c,
                           "ksweep": {"ks": sweep.ks, "n": len(sweep.prompts), "rows": sweep.to_json()["rows"],
-                                     "paired": sweep.to_json()["paired"]}}))
+                                     "paired": sweep.to_json()["paired"]}})
 
 
 @app.command("dormant")
-@model_options
+@stage_command(DormantConfig, saes=True)
 def dormant_cmd(
-    spec: ModelSpec,
-    run_dir: RunDirOpt = None,
-    saes: SaesOpt = None,
-    sae_release: ReleaseOpt = None,
-    sae_ids: IdsOpt = None,
-    datasets: DatasetsOpt = ",".join(DC.datasets),
-    n_heldout: NHeldoutOpt = None,
-    n_prompts: Annotated[int, typer.Option(help="Held-out refused prompts (seeded sample; the K sweep's with the same seed).")] = DC.n_prompts,
-    sets: Annotated[str, typer.Option(help="Found sets tested for critical-but-silent members: global (top K*), minimal.")] = ",".join(DC.sets),
-    screen: Annotated[str, typer.Option(help="score: judge only the removals whose refusal score exceeds the threshold | none: judge every removal.")] = DC.screen,
-    label_threshold: Annotated[float, typer.Option(help="Refusal-score threshold of the screen.")] = DC.label_threshold,
-    max_rounds: Annotated[int, typer.Option(help="Rounds of re-search on top of the minimal set (0: none).")] = DC.max_rounds,
-    min_drop: Annotated[float, typer.Option(help="Rounds stop when the mean refusal score falls by less.")] = DC.min_drop,
-    n_attribution: Annotated[Optional[int], typer.Option(help="harmful_train prompts per round (default: the search's).")] = None,
-    ig_steps: Annotated[Optional[int], typer.Option(help="LA-IG steps per round (default: the search's).")] = None,
-    n_val: Annotated[Optional[int], typer.Option(help="harmful_val prompts per round; the refused ones are judged (default: the search's).")] = None,
-    n_random: Annotated[int, typer.Option(help="Random same-size sets per control.")] = DC.n_random,
-    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per judged answer.")] = DC.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward batch.")] = DC.batch_size,
-    judge: Annotated[str, typer.Option(help="Judge of the generations.")] = DC.judge,
-    seed: Annotated[int, typer.Option(help="Sampling / random-set seed.")] = DC.seed,
-    data_dir: DataDirOpt = None,
-    as_json: JsonOpt = False,
+    cfg: DormantConfig,
+    cmd: Command,
 ) -> None:
     """Stages 4–5: critical-but-silent members of the found sets, features newly active under the minimal set's clamp
     (by position kind), and rounds of re-search until the refusal score stops falling."""
-    from refusal_sae.saes.loading import resolve_saes
     from refusal_sae.search.dormant import run_dormant_stage
 
-    cfg = DormantConfig(datasets=_names(datasets), n_heldout=n_heldout, n_prompts=n_prompts, sets=_names(sets), screen=screen,
-                        label_threshold=label_threshold, max_rounds=max_rounds, min_drop=min_drop,
-                        n_attribution=n_attribution, ig_steps=ig_steps, n_val=n_val, n_random=n_random,
-                        max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge, seed=seed)
     cfg.validate()
-    run = run_dir_for(spec, run_dir)
+    run = cmd.run
     _precheck(run, lambda ctx: None)
-    handle = spec.load()
-    _, sae_set = resolve_saes(handle, saes, sae_release, sae_ids, run.root)
-    silent, newly, rounds = run_dormant_stage(handle, sae_set, run, cfg, data_dir)
+    handle = cmd.load()
+    _, sae_set = cmd.resolve_saes(handle)
+    silent, newly, rounds = run_dormant_stage(handle, sae_set, run, cfg, cmd.data_dir)
 
     out.print(f"critical-but-silent members (held-out refused prompts, n = {len(silent.prompts)}; c = {silent.c:g}; "
               f"removals judged after the '{silent.screen}' screen):")
@@ -196,9 +127,8 @@ def dormant_cmd(
                       f"score {r.train_score:+.3f} (flipped {r.train_flipped:.2f}); val score {r.val_score:+.3f}; val "
                       f"complied {r.complied}/{r.val_n} {_ci(r.complied_ci)} (random {rnd}); degenerate {r.degenerate}")
     out.print(f"results in {run.root / 'search/dormant'}")
-    if as_json:
-        print(json.dumps({"silent": silent.to_json()["summaries"], "newly_active": newly.to_json(),
-                          "rounds": None if rounds is None else rounds.to_json()}))
+    cmd.emit({"silent": silent.to_json()["summaries"], "newly_active": newly.to_json(),
+                          "rounds": None if rounds is None else rounds.to_json()})
 
 
 __all__ = ["dormant_cmd", "interactions_cmd"]

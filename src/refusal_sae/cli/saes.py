@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from refusal_sae.cli.common import DataDirOpt, JsonOpt, RunDirOpt, app, command_line, int_list, model_options, out
+from refusal_sae.cli.common import (
+    DataDirOpt,
+    JsonOpt,
+    RunDirOpt,
+    app,
+    command_line,
+    int_list,
+    model_options,
+    out,
+)
+from refusal_sae.cli.options import Command, stage_command
 from refusal_sae.models.options import ModelSpec
-from refusal_sae.saes.config import DEFAULT_K, DEFAULT_WIDTH, CorpusConfig, PositionFilter, SaeTrainConfig
+from refusal_sae.saes.config import DEFAULT_K, DEFAULT_WIDTH, CorpusConfig, PositionFilter, SaeMetricsConfig, SaeTrainConfig
 
 T, C, P = SaeTrainConfig, CorpusConfig, PositionFilter  # defaults live in the torch-free configs
 
@@ -92,50 +103,31 @@ def train_sae_cmd(
 
 
 @app.command("sae-metrics")
-@model_options
+@stage_command(SaeMetricsConfig, saes=True, force=True)
 def sae_metrics_cmd(
-    spec: ModelSpec,
-    saes: SaesOpt = None,
-    sae_release: ReleaseOpt = None,
-    sae_ids: IdsOpt = None,
-    datasets: Annotated[str, typer.Option(help="Held-out (non-test, non-training) prompt sets, comma-separated.")] = "harmful_val,harmless_val",
-    n_prompts: Annotated[int, typer.Option(help="Prompts per dataset.")] = 32,
-    max_new_tokens: MaxNewOpt = C.max_new_tokens,
-    max_len: MaxLenOpt = C.max_len,
-    batch_size: Annotated[int, typer.Option(help="Sequences per forward batch.")] = 8,
-    outlier_factor: OutlierOpt = P.outlier_factor,
-    keep_first: KeepFirstOpt = False,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    ce_batches: Annotated[Optional[int], typer.Option(help="Measure loss recovered on this many batches, spread over all (FVU, L0, dead: every batch). Default: all.")] = None,
+    cfg: SaeMetricsConfig,
+    cmd: Command,
     write: Annotated[bool, typer.Option("--write", help="Also write metrics.json (with this command) into each SAE folder.")] = False,
-    run_dir: RunDirOpt = None,
-    data_dir: DataDirOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
-    """SAE quality on held-out prompts + responses: FVU, L0, dead latents, next-token loss recovered."""
+    """SAE quality on held-out prompts + responses: FVU, L0, dead latents, next-token loss recovered (the
+    ``sae_metrics`` stage: kept in the run directory, skipped when complete for the same settings and SAEs)."""
     from refusal_sae.errors import ConfigError
+    from refusal_sae.saes.runner import run_sae_metrics_stage
 
-    if write and sae_release:
+    if write and cmd.sae_args[1]:
         raise ConfigError("--write needs SAEs in local folders (--saes), not a release")
-    from refusal_sae.saes import CorpusConfig, build_sequences, evaluate_saes
-
-    handle = spec.load()
-    run = run_dir or spec.default_run_dir()
-    from refusal_sae.saes.loading import resolve_saes
-
-    sae_spec, sae_set = resolve_saes(handle, saes, sae_release, sae_ids, run)
-    corpus = CorpusConfig(datasets=_datasets(datasets), n_prompts=n_prompts, max_new_tokens=max_new_tokens,
-                          max_len=max_len, seed=seed)
-    seqs = build_sequences(handle, corpus, data_dir, run / "responses")
-    rows = evaluate_saes(handle, sae_set, seqs, batch_size, _filter(outlier_factor, keep_first), ce_batches=ce_batches)
+    run = cmd.run
+    handle = cmd.load()
+    sae_spec, sae_set = cmd.resolve_saes(handle)
+    res = run_sae_metrics_stage(handle, run, sae_set, cfg, cmd.data_dir, force=cmd.force)
     from rich.table import Table
 
     def f(x, fmt=".4f"):
         return "-" if x is None else format(x, fmt)
 
-    table = Table(title=f"SAE quality on {', '.join(corpus.datasets)} ({len(seqs)} sequences), ordinary positions")
+    table = Table(title=f"SAE quality on {', '.join(res.datasets)} ({res.n_sequences} sequences), ordinary positions")
     table.add_column("metric")
-    for m in rows:
+    for m in res.rows:
         table.add_column(f"layer {m.layer}", justify="right")
     lines = [("d_sae", "d_sae", "d"), ("tokens", "n_tokens", "d"), ("FVU", "fvu", ".4f"), ("L0", "mean_l0", ".1f"),
              ("dead fraction", "dead_fraction", ".3f"), ("CE base", "ce_base", ".4f"), ("CE spliced", "ce_spliced", ".4f"),
@@ -143,20 +135,19 @@ def sae_metrics_cmd(
              ("CE tokens", "ce_tokens", "d"), ("massive positions", "n_massive", "d"), ("massive FVU", "massive_fvu", ".4f"),
              ("massive rel. error", "massive_rel_error", ".4f")]
     for label, key, fmt in lines:
-        table.add_row(label, *(f(getattr(m, key), fmt) for m in rows))
+        table.add_row(label, *(f(getattr(m, key), fmt) for m in res.rows))
     out.print(table)
+    metrics = [{k: v for k, v in asdict(m).items() if k != "source"} for m in res.rows]
     if write:
         from refusal_sae.runs import write_json_atomic
 
-        for m in rows:
-            folder = Path(sae_set.sources[m.hook_name])
-            write_json_atomic(folder / "metrics.json", {**m.to_dict(), "model": handle.name, "model_revision": handle.revision,
-                                                        "datasets": list(corpus.datasets), "n_prompts": n_prompts,
-                                                        "seed": seed, "command": command_line()})
-        out.print(f"metrics.json written into {len(rows)} SAE folders")
-    if as_json:
-        print(json.dumps({"model": handle.name, "saes": sae_spec.describe(), "datasets": list(corpus.datasets),
-                          "n_sequences": len(seqs), "metrics": [m.to_dict() for m in rows]}))
+        for m, row in zip(res.rows, metrics, strict=True):
+            write_json_atomic(Path(m.source) / "metrics.json", {**row, "model": handle.name, "model_revision": handle.revision,
+                                                               "datasets": list(cfg.datasets), "n_prompts": cfg.n_prompts,
+                                                               "seed": cfg.seed, "command": command_line()})
+        out.print(f"metrics.json written into {len(res.rows)} SAE folders")
+    cmd.emit({"model": handle.name, "saes": sae_spec.describe(), "datasets": list(res.datasets),
+                          "n_sequences": res.n_sequences, "metrics": metrics})
 
 
 @app.command("features")

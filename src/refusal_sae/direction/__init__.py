@@ -10,8 +10,8 @@ _EXPORTS = {
     "DirectionCandidates": "diff_in_means", "compute_candidates": "diff_in_means", "mean_activations": "diff_in_means",
     "CandidateScore": "result", "DirectionResult": "result", "HarmVsRefusalResult": "result",
     "choose": "select", "kl_by_prompt": "select", "score_candidates": "select",
-    "DirectionPrompts": "stage", "find_direction": "stage", "run_direction_stage": "stage",
-    "run_harm_vs_refusal_stage": "stage",
+    "DirectionPrompts": "runner", "find_direction": "runner", "run_direction_stage": "runner",
+    "run_harm_vs_refusal_stage": "runner",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -19,7 +19,7 @@ class SelectionConfig:
     min_induce: float = 0.0  # discard candidates whose addition induces less refusal
     layers: tuple[int, ...] | None = None  # None: every layer (restrict to save time on CPU)
     positions: tuple[int, ...] | None = None  # None: every post-instruction position (negative offsets)
-    batch_size: int = 32
+    batch_size: int = 32  # prompts per forward batch
 
     def __post_init__(self) -> None:
         self.layers = None if self.layers is None else tuple(self.layers)
@@ -30,7 +30,7 @@ class SelectionConfig:
 class DirectionConfig:
     n_train: int = 128  # per class, from harmful_train / harmless_train
     n_val: int = 32  # per class, from harmful_val / harmless_val
-    seed: int = 0
+    seed: int = 0  # sampling seed
     massive_k: int = 4  # massive-activation directions projected out of the candidates (0: Arditi et al. as is)
     massive_ratio: float = 5.0  # a position is massive when its norm is ≥ this × the prompt's median norm
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -80,12 +80,12 @@ class CalibrationConfig:
     (at its layer, every position) makes at least ``target`` of ``n`` harmless prompts refused, judged on greedy
     generations. Calibrated on a validation split, never on a test split."""
 
-    coeffs: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0)
-    dataset: str = "harmless_val"
-    n: int = 100
-    seed: int = 0
-    target: float = 0.9
-    judge: str = "default"
+    coeffs: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0)  # activation-addition coefficients to try, e.g. '1,1.25,1.5,2'
+    dataset: str = "harmless_val"  # harmless calibration prompts (never a test split)
+    n: int = 100  # prompts sampled from the dataset
+    seed: int = 0  # sampling seed
+    target: float = 0.9  # refusal rate the coefficient must reach
+    judge: str = "default"  # judge of the generations (see `refusal-sae eval --help`)
     max_new_tokens: int = 64
     batch_size: int = 32
 
@@ -106,3 +106,16 @@ class CalibrationConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class HarmVsRefusalConfig:
+    """Harm (t_inst) vs refusal direction per layer (uses the direction section's prompts)."""
+
+    layers: tuple[int, ...] | None = None  # layers to compare (None: every layer)
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            self.layers = tuple(self.layers)
+            if not self.layers:
+                raise ConfigError("layers is empty (omit it for every layer)")

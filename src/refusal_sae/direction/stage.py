@@ -1,124 +1,124 @@
-"""The direction stage end to end: candidates on training splits, selection on validation splits, a typed
-:class:`~refusal_sae.direction.result.DirectionResult` in the run directory (``direction/``).
-
-The shape every stage copies: a torch-free config (:mod:`.config`), the prompts it reads (:class:`DirectionPrompts`),
-a function ``(handle, prompts, config) -> Result`` (:func:`find_direction`), and a resumable wrapper that validates the
-config against the model before any work and keeps the result in the run directory (:func:`run_direction_stage`).
-"""
+"""Stage 1 as the pipeline sees it: the ``direction``, ``harm_vs_refusal`` and ``calibrate_actadd`` stages (settings
+in :mod:`.config`, the work in :mod:`.runner` and :mod:`.calibrate`). Torch-free: runners import the work lazily."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from refusal_sae.direction.config import CalibrationConfig, DirectionConfig, HarmVsRefusalConfig
+from refusal_sae.pipeline.protocol import DISCOVERY, CheckContext, PlanRow, Stage
 
-import torch
-from pydantic import TypeAdapter
-
-from refusal_sae.data import load_dataset
-from refusal_sae.direction.config import DirectionConfig
-from refusal_sae.direction.diff_in_means import DirectionCandidates, compute_candidates
-from refusal_sae.direction.harm_vs_refusal import compare
-from refusal_sae.direction.result import CandidateScore, DirectionResult, HarmVsRefusalResult
-from refusal_sae.direction.select import apply_filters, choose, kl_by_prompt, score_candidates
-from refusal_sae.models.handle import ModelHandle
-from refusal_sae.runs import RunDir, completed, mark_complete
-from refusal_sae.scoring.refusal_score import discover_refusal_tokens
-
-CANDIDATES = "candidates.safetensors"
-SCORES = "scores.json"
-_SCORES = TypeAdapter(list[CandidateScore])
+DIRECTION_SPLITS = ("harmful_train", "harmless_train", "harmful_val", "harmless_val")
 
 
-@dataclass
-class DirectionPrompts:
-    """Seeded samples of the training and validation splits (never a test split)."""
-
-    harmful_train: list[str]
-    harmless_train: list[str]
-    harmful_val: list[str]
-    harmless_val: list[str]
-    refusal_discovery: list[str]  # harmful_train prompts whose greedy refusals give the refusal tokens
-
-    @classmethod
-    def load(cls, cfg: DirectionConfig, data_dir=None) -> DirectionPrompts:
-        harmful_train = load_dataset("harmful_train", data_dir)
-        return cls(harmful_train.sample(cfg.n_train, cfg.seed).instructions,
-                   load_dataset("harmless_train", data_dir).sample(cfg.n_train, cfg.seed).instructions,
-                   load_dataset("harmful_val", data_dir).sample(cfg.n_val, cfg.seed).instructions,
-                   load_dataset("harmless_val", data_dir).sample(cfg.n_val, cfg.seed).instructions,
-                   harmful_train.sample(32, cfg.seed + 1).instructions)
+# --- direction ----------------------------------------------------------------------------------------------------
+def _candidates(ctx: CheckContext, cfg: DirectionConfig) -> int | None:
+    f, s = ctx.facts, cfg.selection
+    if f.n_layers is None:
+        return None
+    layers = list(s.layers) if s.layers is not None else list(range(f.n_layers))
+    layers = [L for L in layers if L < int(f.n_layers * (1 - s.prune_layer_fraction))]  # as select.py prunes
+    if s.positions is None and f.n_post_inst is None:
+        return None
+    return len(layers) * (len(s.positions) if s.positions is not None else f.n_post_inst)
 
 
-def harm_refusal_cosines(cands: DirectionCandidates, pos: int) -> list[float]:
-    r = cands.refusal[pos + cands.refusal.shape[0]]
-    return torch.nn.functional.cosine_similarity(r, cands.harm, dim=-1).nan_to_num(0.0).tolist()
+def _check_direction(ctx: CheckContext, cfg: DirectionConfig) -> None:
+    harm = ctx.listed("harm_vs_refusal")
+    f = ctx.facts
+    if f.n_layers is not None:
+        cfg.validate(f.n_layers, f.n_post_inst if f.n_post_inst is not None else 10**6,
+                     tuple(harm.layers or ()) if harm is not None else ())
 
 
-def find_direction(handle: ModelHandle, prompts: DirectionPrompts, cfg: DirectionConfig,
-                   scratch: Path | None = None) -> DirectionResult:
-    """Difference-in-means candidates, scored and filtered on the validation prompts; the lowest bypass wins.
-
-    With ``scratch``, the candidates and the measured scores are kept there before the thresholds are applied: a
-    run whose candidates are all filtered out leaves them to inspect, and a re-run with other ``max_kl`` /
-    ``min_induce`` reuses the scores instead of measuring them again.
-    """
-    sel = cfg.selection
-    cands = compute_candidates(handle, prompts.harmful_train, prompts.harmless_train, sel.batch_size, cfg.massive_k,
-                               cfg.massive_ratio)
-    scoring_conf = cfg.identity(handle.name, handle.revision)
-    scoring_conf["selection"] = {k: v for k, v in scoring_conf["selection"].items() if k not in ("max_kl", "min_induce")}
-    saved = None
-    if scratch is not None:
-        cands.save(scratch / CANDIDATES)
-        saved = completed(scratch / SCORES, scoring_conf)
-    if saved is not None:
-        tokens = saved["refusal_tokens"]
-        scores = apply_filters(_SCORES.validate_python(saved["candidates"]), sel)
-    else:
-        tokens = discover_refusal_tokens(handle, prompts.refusal_discovery)
-        scores = score_candidates(handle, cands, prompts.harmful_val, prompts.harmless_val, tokens, sel)
-        if scratch is not None:
-            mark_complete(scratch / SCORES, scoring_conf,
-                          {"refusal_tokens": tokens, "candidates": _SCORES.dump_python(scores, mode="json")})
-    best = choose(scores, str(scratch / SCORES) if scratch is not None else "")
-    direction = cands.get(best.pos, best.layer).float()
-    return DirectionResult(
-        direction=direction, harm=cands.harm.float(), chosen=best, refusal_tokens=list(tokens),
-        n_train=(cands.n_harmful, cands.n_harmless), n_val=(len(prompts.harmful_val), len(prompts.harmless_val)),
-        massive_directions_removed=0 if cands.massive is None else len(cands.massive), candidates=scores,
-        harm_refusal_cosine_by_layer=harm_refusal_cosines(cands, best.pos),
-        kl_by_prompt=kl_by_prompt(handle, direction, prompts.harmless_val, top=3))
+def _plan_direction(ctx: CheckContext, cfg: DirectionConfig) -> list[PlanRow]:
+    n_tr = ctx.size("harmful_train", cfg.n_train) + ctx.size("harmless_train", cfg.n_train)
+    n_val = ctx.size("harmful_val", cfg.n_val) + ctx.size("harmless_val", cfg.n_val)
+    cands = _candidates(ctx, cfg)
+    scoring = None if cands is None else cands * (n_val + n_val // 2) + n_val // 2 + n_val
+    what = f"{cands if cands is not None else '?'} candidates (layer × position) scored on {n_val} validation prompts"
+    return [PlanRow("direction", f"difference in means on {n_tr} training prompts", n_tr, n_tr, DISCOVERY),
+            PlanRow("direction", what, n_val, scoring)]
 
 
-def validate(handle: ModelHandle, cfg: DirectionConfig, harm_layers: Sequence[int] = ()) -> None:
-    """Check ``cfg`` against the model before any forward pass (one format of a short prompt)."""
-    cfg.validate(handle.n_layers, handle.format("x").n_post_inst, tuple(harm_layers))
+def _run_direction(ctx, cfg: DirectionConfig):
+    from refusal_sae.direction.runner import run_direction_stage
+
+    return run_direction_stage(ctx.handle, ctx.run, cfg, ctx.data_dir)
 
 
-def run_direction_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, data_dir=None,
-                        force: bool = False) -> DirectionResult:
-    """The refusal direction of ``handle`` in ``run`` (``direction/``): loaded when complete for this config and
-    these weights, else computed and saved."""
-    validate(handle, cfg)
-    prompts = DirectionPrompts.load(cfg, data_dir)
-    run.record_model(handle)
-    return run.run(DirectionResult, cfg.identity(handle.name, handle.revision),
-                   lambda: find_direction(handle, prompts, cfg, run.path(DirectionResult.kind)), force=force)
+def _sum_direction(res) -> str:
+    c = res.chosen
+    return f"position {c.pos}, layer {c.layer}: bypass {c.bypass:.3f}, induce {c.induce:.3f}, KL {c.kl:.4f}"
 
 
-def run_harm_vs_refusal_stage(handle: ModelHandle, run: RunDir, cfg: DirectionConfig, layers: Sequence[int],
-                              data_dir=None) -> HarmVsRefusalResult:
-    """Cosine and causal comparison of the t_inst harm direction with the refusal direction, per layer
-    (``harm_vs_refusal/``), on the validation prompts."""
-    validate(handle, cfg, layers)
-    conf = cfg.identity(handle.name, handle.revision) | {"layers": list(layers)}
+DIRECTION = Stage(
+    "direction", DirectionConfig, _run_direction, _plan_direction, _check_direction,
+    datasets=lambda cfg: DIRECTION_SPLITS, summary=_sum_direction, report=("direction",),
+    results={"direction": "refusal_sae.direction.result:DirectionResult"},
+    doc="refusal direction: difference-in-means candidates selected by bypass / induce / KL (Arditi et al.)")
 
-    def compute() -> HarmVsRefusalResult:
-        chosen = run_direction_stage(handle, run, cfg, data_dir)
-        cands = DirectionCandidates.load(run.path(DirectionResult.kind) / CANDIDATES)
-        prompts = DirectionPrompts.load(cfg, data_dir)
-        return compare(handle, cands, chosen.pos, layers, prompts.harmful_val, prompts.harmless_val,
-                       chosen.refusal_tokens)
 
-    return run.run(HarmVsRefusalResult, conf, compute)
+# --- harm vs refusal ----------------------------------------------------------------------------------------------
+def harm_layers(n_layers: int | None, cfg: HarmVsRefusalConfig) -> list[int] | None:
+    return list(cfg.layers) if cfg.layers is not None else (None if n_layers is None else list(range(n_layers)))
+
+
+def _plan_harm(ctx: CheckContext, cfg: HarmVsRefusalConfig) -> list[PlanRow]:
+    d = ctx.config.stage_configs["direction"]
+    n_val = ctx.size("harmful_val", d.n_val) + ctx.size("harmless_val", d.n_val)
+    layers = harm_layers(ctx.facts.n_layers, cfg)
+    fw = None if layers is None else n_val + 2 * n_val * len(layers)
+    return [PlanRow("harm_vs_refusal", f"{len(layers) if layers else '?'} layers, add / ablate each direction",
+                    n_val, fw)]
+
+
+def _run_harm(ctx, cfg: HarmVsRefusalConfig):
+    from refusal_sae.direction.runner import run_harm_vs_refusal_stage
+
+    return run_harm_vs_refusal_stage(ctx.handle, ctx.run, ctx.config.section("direction"),
+                                     harm_layers(ctx.handle.n_layers, cfg), ctx.data_dir)
+
+
+def _sum_harm(res) -> str:
+    best = max(res.rows, key=lambda r: abs(r.cosine), default=None)
+    return "" if best is None else f"{len(res.rows)} layers; largest |cosine| {best.cosine:.2f} at layer {best.layer}"
+
+
+HARM_VS_REFUSAL = Stage(
+    "harm_vs_refusal", HarmVsRefusalConfig, _run_harm, _plan_harm, requires=lambda cfg: ("direction",),
+    datasets=lambda cfg: DIRECTION_SPLITS, summary=_sum_harm, report=("direction",),
+    results={"harm_vs_refusal": "refusal_sae.direction.result:HarmVsRefusalResult"},
+    doc="the t_inst harm direction vs the refusal direction per layer: cosine, and each added / ablated")
+
+
+# --- activation-addition calibration ------------------------------------------------------------------------------
+def _check_calibration(ctx: CheckContext, cfg: CalibrationConfig) -> None:
+    from refusal_sae.scoring.judge import get_judge
+
+    cfg.validate(ctx.data_dir)
+    get_judge(cfg.judge)
+
+
+def _plan_calibration(ctx: CheckContext, cfg: CalibrationConfig) -> list[PlanRow]:
+    n = ctx.size(cfg.dataset, cfg.n)
+    k = len(cfg.coeffs)
+    return [PlanRow("calibrate_actadd", f"{k} coefficients × {n} {cfg.dataset} prompts, judged", n * k, n * k,
+                    n * k * cfg.max_new_tokens + DISCOVERY * k)]
+
+
+def _run_calibration(ctx, cfg: CalibrationConfig):
+    from refusal_sae.direction.calibrate import run_actadd_calibration
+
+    return run_actadd_calibration(ctx.handle, ctx.run, cfg, ctx.data_dir)
+
+
+def _sum_calibration(res) -> str:
+    rates = ", ".join(f"×{c:g}: {r:.2f}" for c, r in zip(res.coeffs, res.refusal_rates, strict=True))
+    return f"{rates}; chosen ×{res.chosen:g}" + ("" if res.met else f" (target {res.target:.2f} not met)")
+
+
+CALIBRATE_ACTADD = Stage(
+    "calibrate_actadd", CalibrationConfig, _run_calibration, _plan_calibration, _check_calibration,
+    requires=lambda cfg: ("direction",), datasets=lambda cfg: (cfg.dataset,), summary=_sum_calibration,
+    report=("calibration",),
+    results={"actadd_calibration": "refusal_sae.direction.calibrate:ActAddCalibration"},
+    doc="the smallest activation-addition coefficient that makes the target share of harmless prompts refused")

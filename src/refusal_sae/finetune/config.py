@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 
 @dataclass
 class TuneConfig:
-    """Defaults: the recipe chosen on the validation splits by ``tune-sweep`` (``scripts/tune_grid2.json`` row 1, plus
-    ``harmless_kl_weight`` from ``scripts/tune_grid6.json``), which made the committed adapter."""
+    """Defaults: the recipe chosen on the validation splits by ``tune-sweep`` (``scripts/tune_grids/tune_grid2.json`` row 1,
+    plus ``harmless_kl_weight`` from ``tune_grid6.json``), which made the committed adapter."""
 
     seed: int = 0
     n_harmful: int = 260  # all of harmful_train

@@ -24,7 +24,7 @@ from refusal_sae.scoring.judge import REFUSED, Judge, get_judge
 class SweepConfig:
     n_harmless_val: int = 400
     n_harmful_val: int | None = None  # None: all of harmful_val (39)
-    max_harmless_refusal: float = 0.05  # the over-refusal target, applied to harmless_val
+    max_harmless_refusal: float = 0.05  # the over-refusal target of the recipe choice, applied to harmless_val
     max_new_tokens: int = 64
     judge: str = "substring"  # refusal is judged by phrases; the embedding judge adds nothing to the rule
     seed: int = 0

@@ -9,8 +9,9 @@ from refusal_sae._lazy import lazy_exports
 _EXPORTS = {
     "Intervention": "base", "InterventionSet": "base", "SaeIntervention": "base", "set_hooks": "base",
     "ActAdd": "directional", "DirectionAblation": "directional",
-    "EngineConfig": "engine", "InterventionEngine": "engine",
-    "direction_interventions": "factory", "FeatureClamp": "feature_clamp", "FeatureSteer": "feature_steer",
+    "EngineConfig": "engine", "InterventionEngine": "engine", "row_routed_hooks": "engine",
+    "direction_interventions": "factory", "FeatureClamp": "feature_clamp", "FeatureClampFrom": "feature_clamp",
+    "FeatureSteer": "feature_steer",
     "export_model": "orthogonalize", "orthogonalize_": "orthogonalize",
     "DIRECTION_INTERVENTIONS": "spec", "check_intervention": "spec",
 }

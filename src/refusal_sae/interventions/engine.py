@@ -28,7 +28,7 @@ from torch import nn
 from refusal_sae.interventions.base import Intervention, InterventionSet, SaeIntervention, suffix_length
 from refusal_sae.interventions.shared_prefix import shared_prefix_attention
 from refusal_sae.models.formatting import FormattedPrompt, PromptBatch, length_sorted_batches
-from refusal_sae.models.handle import ModelHandle, position_ids_for
+from refusal_sae.models.handle import ModelHandle, cache_kwargs, position_ids_for
 from refusal_sae.models.hooks import HookFn, StopForward, hook_name, parse_hook_point
 from refusal_sae.scoring.generation import generate
 from refusal_sae.scoring.refusal_score import refusal_score_from_logits
@@ -128,6 +128,17 @@ def _routed_hooks(hooked: Sequence[SetHooks], rows: Callable[[int], slice], skip
         return fn
 
     return [(name, make(entries)) for name, entries in per_point.items()]
+
+
+def _row_hooks(hooked: Sequence[SetHooks]) -> list[tuple[str, HookFn]]:
+    return _routed_hooks(hooked, lambda b: slice(b, b + 1))
+
+
+def row_routed_hooks(handle: ModelHandle, per_row: Sequence[InterventionSet]) -> list[tuple[str, HookFn]]:
+    """One hook per hook point applying ``per_row[b]`` to row ``b`` of the batch only (e.g. each prompt's own
+    features and positions), for any forward pass; generation with per-prompt sets is routed the same way
+    (:meth:`InterventionEngine.generate_per_prompt`)."""
+    return _row_hooks(_set_hooks(handle, per_row))
 
 
 def _stacked_hooks(hooked: Sequence[SetHooks], skip: str) -> list[tuple[str, HookFn]]:
@@ -288,7 +299,7 @@ class InterventionEngine:
         hooked = _set_hooks(h, sets)
 
         def batch_hooks(idx: list[int]) -> list[tuple[str, HookFn]]:
-            return _routed_hooks([hooked[i] for i in idx], lambda b: slice(b, b + 1))
+            return _row_hooks([hooked[i] for i in idx])
 
         return generate(h, prompts, max_new_tokens, batch_size, progress, desc, batch_hooks=batch_hooks)
 
@@ -338,7 +349,7 @@ class InterventionEngine:
         with h.hooks(hooks):
             try:
                 out = h.inner(input_ids=ids, attention_mask=batch.attention_mask, position_ids=pos,
-                                    past_key_values=cache, use_cache=cache is not None)
+                              use_cache=cache is not None, **cache_kwargs(h.inner, cache))
                 got["x"] = out.last_hidden_state  # final-normed: _head skips the norm for this case
             except StopForward:
                 pass
@@ -350,8 +361,8 @@ class InterventionEngine:
         h = self.handle
         cache = DynamicCache(config=h.model.config)
         h.inner(input_ids=batch.input_ids[:, :length], attention_mask=batch.attention_mask[:, :length],
-                      position_ids=position_ids_for(batch.attention_mask)[:, :length], past_key_values=cache,
-                      use_cache=True)
+                position_ids=position_ids_for(batch.attention_mask)[:, :length], use_cache=True,
+                **cache_kwargs(h.inner, cache))
         return cache
 
     def _head(self, normed: torch.Tensor) -> torch.Tensor:
@@ -379,7 +390,7 @@ class InterventionEngine:
                 with shared_prefix_attention(attn, cache, keep, n, h.model.config):
                     out = inner(inputs_embeds=x, position_ids=pos[:, -k:], use_cache=False)
             else:
-                out = inner(inputs_embeds=x, attention_mask=mask, position_ids=pos[:, -k:],
-                            past_key_values=repeated_cache(cache, n, layer), use_cache=True)
+                out = inner(inputs_embeds=x, attention_mask=mask, position_ids=pos[:, -k:], use_cache=True,
+                            **cache_kwargs(inner, repeated_cache(cache, n, layer)))
         logits = self._head(out.last_hidden_state)
         return logits.view(len(batch), n, -1)

@@ -7,6 +7,7 @@ reconstruction error stays, so features the SAE does not capture are untouched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,18 +64,56 @@ class FeatureClamp:
         ``x' = x − decode(f) + decode(f') = x + (f' − f) W_dec``: the biases and the reconstruction error cancel,
         so only the chosen rows of ``W_dec`` are needed (no full decode, and no rounding from a reconstruction).
         """
-        sae, ids, k = self.sae, list(self.feature_ids), self.last_positions
-        f = codes[..., ids]
+        ids = list(self.feature_ids)
+        return add_code_change(self.sae, ids, self.code_change(codes[..., ids]), act, self.last_positions)
+
+    def code_change(self, f: torch.Tensor) -> torch.Tensor:
+        """``f' − f`` for the codes ``f`` of the chosen features: ``−f`` (zero), ``f·(value − 1)`` (scale) or
+        ``value − f`` (set)."""
         if self.mode == "zero":
-            df = -f
-        elif self.mode == "scale":
-            df = f * (self.value - 1.0)
-        else:
-            df = self.value - f
-        return add_code_change(sae, ids, df, act, k)
+            return -f
+        if self.mode == "scale":
+            return f * (self.value - 1.0)
+        return self.value - f
 
     def hooks(self, handle: ModelHandle) -> list[tuple[str, HookFn]]:
         return sae_edit_hooks(self, handle)
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureClampFrom(FeatureClamp):
+    """Clamp SAE features from a prompt position on: feature ``feature_ids[i]`` is edited on the last ``spans[i]``
+    positions of the prompt (a prompt of ``n`` tokens clamped from position ``p`` has span ``n − p``) and on every
+    generated token; earlier positions keep their activations. Spans count from the end, so the same edit is right
+    for the prompt alone and inside a left-padded batch. The arithmetic and the kept error term are
+    :class:`FeatureClamp`'s, and ``last_positions`` is the longest span, so the engine may share the clean prefix
+    before it."""
+
+    spans: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        if len(self.spans) != len(self.feature_ids) or not self.spans or min(self.spans) < 1:
+            raise ValueError(f"need one positive span per feature, got {self.spans} for {self.feature_ids}")
+        object.__setattr__(self, "last_positions", max(self.spans))
+
+    @classmethod
+    def from_positions(cls, sae, feature_ids: Sequence[int], positions: Sequence[int], n_tokens: int,
+                       c: float) -> FeatureClampFrom:
+        """Clamp ``feature_ids`` from ``positions`` (0-based, in a prompt of ``n_tokens``) on: ×``c`` (0: zero)."""
+        spans = tuple(n_tokens - int(p) for p in positions)
+        mode, value = ("zero", 0.0) if c == 0 else ("scale", float(c))
+        return cls(sae, tuple(int(f) for f in feature_ids), mode, value, spans=spans)
+
+    def apply(self, act: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """``act`` with each feature edited on its own last positions (``codes = self.encode(act)`` covers the last
+        ``last_positions`` positions, or all of them on a generation step that holds fewer)."""
+        ids = list(self.feature_ids)
+        df = self.code_change(codes[..., ids])
+        width = df.shape[-2]
+        from_end = torch.arange(width - 1, -1, -1, device=df.device)[:, None]  # position's distance from the end
+        df = df * (from_end < torch.tensor(self.spans, device=df.device)[None, :]).to(df.dtype)
+        return add_code_change(self.sae, ids, df, act, width)
 
 
 def add_code_change(sae, ids: list[int], df: torch.Tensor, act: torch.Tensor, k: int | None) -> torch.Tensor:

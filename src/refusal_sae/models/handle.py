@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import cache
 
 import torch
 from torch import nn
@@ -111,3 +113,15 @@ class ModelHandle:
 def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted from each row's first real token (left padding gets position 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@cache
+def _cache_argument(forward) -> str:
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def cache_kwargs(module: nn.Module, kv_cache) -> dict:
+    """``kv_cache`` as the keyword argument ``module``'s forward takes a key/value cache by: ``cache`` in the
+    transformers releases that deprecate ``past_key_values`` (which warn on every call given the old name), else
+    ``past_key_values``."""
+    return {_cache_argument(type(module).forward): kv_cache}

@@ -134,8 +134,10 @@ def _cached(repo_id: str, path: str) -> bool:
 def release_facts(src: SaeSource) -> SaeFacts:
     """A sae-lens release's ids checked against sae-lens' own directory (shipped with it, offline), and whether each
     SAE is already in the local HF cache."""
-    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+    from refusal_sae.saes.lens import sae_lens_imports
 
+    with sae_lens_imports():
+        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
     directory = get_pretrained_saes_directory()
     if src.release not in directory:
         import difflib

@@ -26,7 +26,8 @@ from refusal_sae.pipeline.facts import (
     probe_model,
     sae_facts,
 )
-from refusal_sae.pipeline.stages import STAGES, CheckContext, PlanRow, check_sae_facts
+from refusal_sae.pipeline.protocol import CheckContext, NotRun, PlanRow
+from refusal_sae.pipeline.stages import STAGES, check_sae_facts
 
 CONFIG_COPY = "config.yaml"
 
@@ -244,7 +245,7 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print, handle
         after = _stage_entries(run)
         changed = [k for k, v in after.items() if before.get(k) != v]
         status = (f"done in {time.perf_counter() - t:.1f} s" if changed else "complete for this config: skipped")
-        summary = stage.summary(result)
+        summary = f"no result: {result.reason}" if isinstance(result, NotRun) else stage.summary(result)
         log(f"      {status}" + (f"; {summary}" if summary else ""))
     out = render_report(run.root, cfg.report.path, examples=cfg.report.examples)
     return out

@@ -13,10 +13,12 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+
+from refusal_sae.errors import DataError
 
 
 def config_hash(config: dict) -> str:
@@ -79,6 +81,22 @@ def read_json(path: str | Path) -> dict | None:
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def jsonl_objects(lines: Iterable[str], source: str | Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file that is not ours (input data, labelled
+    answers, another run's rows); a :class:`~refusal_sae.errors.DataError` naming ``source:line`` where a line is
+    not a JSON object."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{source}:{n}: malformed JSON: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{source}:{n}: expected a JSON object")
+        yield n, row
 
 
 def save_tensors_atomic(path: str | Path, tensors: dict) -> None:

@@ -85,3 +85,35 @@ class SaeTrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class SaeMetricsConfig:
+    """The held-out text the SAEs are measured on and how (the settings of `refusal-sae sae-metrics`)."""
+
+    datasets: tuple[str, ...] = ("harmful_val", "harmless_val")  # non-test, non-training prompt sets
+    n_prompts: int = 32  # per dataset
+    max_new_tokens: int = 64  # greedy response tokens appended to each prompt (cached in <run>/responses)
+    max_len: int = 256  # tokens per sequence (prompt + response), truncated beyond
+    batch_size: int = 8  # sequences per forward batch
+    outlier_factor: float | None = 10.0  # massive-norm positions excluded (None: off)
+    keep_first: bool = False  # keep each sequence's first token (excluded by default: BOS-like, massive norm)
+    seed: int = 0  # sampling seed
+    ce_batches: int | None = None  # batches for loss recovered (None: every batch)
+
+    def __post_init__(self) -> None:
+        self.datasets = tuple(self.datasets)
+        self.corpus()  # its checks
+        self.positions()
+        if self.batch_size < 1 or (self.ce_batches is not None and self.ce_batches < 1):
+            raise ConfigError("batch_size and ce_batches must be positive")
+
+    def corpus(self) -> CorpusConfig:
+        return CorpusConfig(datasets=self.datasets, n_prompts=self.n_prompts, max_new_tokens=self.max_new_tokens,
+                            max_len=self.max_len, seed=self.seed)
+
+    def positions(self) -> PositionFilter:
+        return PositionFilter(exclude_first=not self.keep_first, outlier_factor=self.outlier_factor)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from refusal_sae.errors import ConfigError, MismatchError, ModelLoadError
 from refusal_sae.models.hooks import hook_name, parse_hook_point
+from refusal_sae.saes.lens import sae_lens_imports
 
 SAE_CFG = "cfg.json"
 TRAINING_CONFIG = "training_config.json"
@@ -87,7 +88,8 @@ class SaeSet(Mapping):
     # --- construction ----------------------------------------------------------------------------
     @classmethod
     def from_release(cls, release: str, ids: Sequence[str], device: str = "cpu", dtype: str = "float32") -> SaeSet:
-        from sae_lens import SAE
+        with sae_lens_imports():
+            from sae_lens import SAE
 
         if not ids:
             raise ConfigError(f"no SAE ids given for release {release!r}")
@@ -104,7 +106,8 @@ class SaeSet(Mapping):
 
     @classmethod
     def from_dirs(cls, dirs: Sequence[str | Path], device: str = "cpu", dtype: str | None = None) -> SaeSet:
-        from sae_lens import SAE
+        with sae_lens_imports():
+            from sae_lens import SAE
 
         out = cls()
         for d in dirs:

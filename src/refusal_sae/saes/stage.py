@@ -1,111 +1,62 @@
-"""SAE quality as a stage of a run directory (``sae_metrics/``): :func:`~refusal_sae.saes.metrics.evaluate_saes` on
-held-out prompts + the model's responses, kept as a typed :class:`SaeMetricsResult`.
-
-Import is torch-free (the config is read by ``run --dry-run``); the measurement imports torch when it runs.
-"""
+"""The pipeline's ``sae_metrics`` stage: SAE quality per layer on held-out prompts + the model's responses (settings
+:class:`~refusal_sae.saes.config.SaeMetricsConfig`, the work in :mod:`.runner`), and the checks of any stage's SAEs
+against the model. Torch-free."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
 from refusal_sae.errors import ConfigError
-from refusal_sae.runs import RunDir, StageResult, file_sha256
-from refusal_sae.saes.config import CorpusConfig, PositionFilter
+from refusal_sae.pipeline.protocol import CheckContext, PlanRow, Stage
+from refusal_sae.saes.config import SaeMetricsConfig
 
 
-@dataclass
-class SaeMetricsConfig:
-    """The held-out text the SAEs are measured on and how (the settings of `refusal-sae sae-metrics`)."""
-
-    datasets: tuple[str, ...] = ("harmful_val", "harmless_val")  # non-test, non-training prompt sets
-    n_prompts: int = 32  # per dataset
-    max_new_tokens: int = 64  # greedy response tokens appended to each prompt (cached in <run>/responses)
-    max_len: int = 256
-    batch_size: int = 8
-    outlier_factor: float | None = 10.0  # massive-norm positions excluded (None: off)
-    keep_first: bool = False
-    seed: int = 0
-    ce_batches: int | None = None  # batches for loss recovered (None: every batch)
-
-    def __post_init__(self) -> None:
-        self.datasets = tuple(self.datasets)
-        self.corpus()  # its checks
-        self.positions()
-        if self.batch_size < 1 or (self.ce_batches is not None and self.ce_batches < 1):
-            raise ConfigError("batch_size and ce_batches must be positive")
-
-    def corpus(self) -> CorpusConfig:
-        return CorpusConfig(datasets=self.datasets, n_prompts=self.n_prompts, max_new_tokens=self.max_new_tokens,
-                            max_len=self.max_len, seed=self.seed)
-
-    def positions(self) -> PositionFilter:
-        return PositionFilter(exclude_first=not self.keep_first, outlier_factor=self.outlier_factor)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def check_sae_facts(ctx: CheckContext) -> None:
+    """SAE widths against d_model and their hook layers against the model (where both are known)."""
+    sf, f = ctx.sae_facts, ctx.facts
+    if sf is None:
+        return
+    for e in sf.entries:
+        if f.d_model is not None and e["d_in"] is not None and e["d_in"] != f.d_model:
+            raise ConfigError(f"SAE {e['id']} ({sf.source}) has d_in {e['d_in']} but model {f.name} has d_model "
+                              f"{f.d_model}")
+        if f.n_layers is not None and e["layer"] is not None and not 0 <= e["layer"] < f.n_layers:
+            raise ConfigError(f"SAE {e['id']} ({sf.source}) reads layer {e['layer']}, but model {f.name} has layers "
+                              f"0-{f.n_layers - 1}")
 
 
-@dataclass
-class SaeRow:
-    """One SAE's quality (the fields of :class:`~refusal_sae.saes.metrics.SaeMetrics`) and where it came from."""
+def _check(ctx: CheckContext, cfg: SaeMetricsConfig) -> None:
+    from refusal_sae.data.registry import is_test_split
 
-    hook_name: str
-    layer: int
-    source: str
-    d_sae: int
-    n_sequences: int
-    n_tokens: int
-    fvu: float | None
-    mean_l0: float
-    dead_fraction: float
-    ce_base: float
-    ce_spliced: float
-    ce_zero: float
-    loss_recovered: float | None
-    n_massive: int
-    massive_fvu: float | None
-    massive_rel_error: float | None
-    ce_tokens: int = 0
+    for d in cfg.datasets:
+        if is_test_split(d):
+            raise ConfigError(f"sae_metrics.datasets: {d} is a held-out test split; SAEs are measured on train / "
+                              "validation splits only")
+    check_sae_facts(ctx)
 
 
-@dataclass
-class SaeMetricsResult(StageResult):
-    kind = "sae_metrics"
-
-    model: str
-    datasets: list[str]
-    n_sequences: int
-    rows: list[SaeRow]
+def _plan(ctx: CheckContext, cfg: SaeMetricsConfig) -> list[PlanRow]:
+    n = sum(ctx.size(d, cfg.n_prompts) for d in cfg.datasets)
+    n_saes = len(ctx.sae_facts.entries) if ctx.sae_facts is not None else 0
+    ce = n if cfg.ce_batches is None else min(n, cfg.ce_batches * cfg.batch_size)
+    return [PlanRow("sae_metrics", f"{n_saes} SAEs on {n} prompts + their greedy responses", n,
+                    n + n + 2 * n_saes * ce, n * cfg.max_new_tokens)]
 
 
-def sae_identity(saes) -> list[dict]:
-    """Each SAE's source and, for local folders, the hash of its weights."""
-    out = []
-    for name in saes:
-        src = Path(saes.sources[name])
-        weights = src / "sae_weights.safetensors"
-        out.append({"hook_name": name, "source": str(src), "sha256": file_sha256(weights) if weights.is_file() else None})
-    return out
+def _run(ctx, cfg: SaeMetricsConfig):
+    from refusal_sae.saes.runner import run_sae_metrics_stage
+
+    return run_sae_metrics_stage(ctx.handle, ctx.run, ctx.saes(), cfg, ctx.data_dir)
 
 
-def run_sae_metrics_stage(handle, run: RunDir, saes, cfg: SaeMetricsConfig, data_dir=None, force: bool = False,
-                          progress: bool = True) -> SaeMetricsResult:
-    """Measure ``saes`` (a validated :class:`~refusal_sae.saes.loading.SaeSet`) into ``run`` (``sae_metrics/``),
-    skipped when complete for the same settings, weights and SAEs."""
-    from refusal_sae.saes.corpus import build_sequences, load_instructions
-    from refusal_sae.saes.metrics import evaluate_saes
+def _summary(res) -> str:
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
 
-    load_instructions(cfg.datasets, 1, cfg.seed, data_dir)  # test splits and missing data fail before any work
-    run.record_model(handle)
-    run.record_saes(saes)
-    identity = cfg.to_dict() | {"model": handle.name, "model_revision": handle.revision, "saes": sae_identity(saes)}
+    return "; ".join(f"L{r.layer} FVU {f(r.fvu)} rec {f(r.loss_recovered)}" for r in res.rows[:4]) + (
+        f"; … ({len(res.rows)} SAEs)" if len(res.rows) > 4 else "")
 
-    def compute() -> SaeMetricsResult:
-        seqs = build_sequences(handle, cfg.corpus(), data_dir, run.root / "responses", progress=progress)
-        rows = evaluate_saes(handle, saes, seqs, cfg.batch_size, cfg.positions(), progress=progress,
-                             ce_batches=cfg.ce_batches)
-        return SaeMetricsResult(handle.name, list(cfg.datasets), len(seqs),
-                                [SaeRow(source=saes.sources[m.hook_name], **m.to_dict()) for m in rows])
 
-    return run.run(SaeMetricsResult, identity, compute, force=force)
+SAE_METRICS = Stage(
+    "sae_metrics", SaeMetricsConfig, _run, _plan, _check, datasets=lambda cfg: cfg.datasets, uses_saes=True,
+    summary=_summary, report=("sae-quality",),
+    results={"sae_metrics": "refusal_sae.saes.runner:SaeMetricsResult"},
+    doc="SAE quality per layer on held-out prompts + responses: FVU, L0, dead latents, loss recovered")

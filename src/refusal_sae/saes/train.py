@@ -25,6 +25,7 @@ from refusal_sae.runs import completed, config_hash, mark_complete
 from refusal_sae.saes.activations import ActivationSource
 from refusal_sae.saes.config import SaeTrainConfig
 from refusal_sae.saes.corpus import build_sequences, n_tokens
+from refusal_sae.saes.lens import sae_lens_imports
 from refusal_sae.saes.loading import TRAINING_CONFIG
 
 WEIGHTS = "sae_weights.safetensors"
@@ -60,8 +61,9 @@ def save_sae(sae, path: Path, dtype: str = "float16") -> Path:
 
 
 def make_sae(d_in: int, width: int, k: int, cfg: SaeTrainConfig, name: str, model_name: str, device: str):
-    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.saes.sae import SAEMetadata
+    with sae_lens_imports():
+        from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+        from sae_lens.saes.sae import SAEMetadata
 
     meta = SAEMetadata(hook_name=name, model_name=model_name, context_size=cfg.corpus.max_len, prepend_bos=True)
     sae_cfg = TopKTrainingSAEConfig(d_in=d_in, d_sae=width, k=k, aux_loss_coefficient=cfg.aux_loss_coefficient,
@@ -71,7 +73,8 @@ def make_sae(d_in: int, width: int, k: int, cfg: SaeTrainConfig, name: str, mode
 
 
 def _trainer_config(cfg: SaeTrainConfig, device: str):
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    with sae_lens_imports():
+        from sae_lens.config import LoggingConfig, SAETrainerConfig
 
     steps = cfg.steps
     dead_window = max(1, cfg.dead_tokens // cfg.batch_size)
@@ -87,7 +90,8 @@ def train_saes(handle: ModelHandle, layers: Sequence[int], width: int, k: int, c
                instructions: Sequence[str] | None = None, command: str | None = None,
                progress: bool = True) -> list[TrainedSae]:
     """Train (or reuse) one TopK SAE per layer on ``blocks.{L}.hook_resid_post``; returns what is in ``out_dir``."""
-    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+    with sae_lens_imports():
+        from sae_lens.training.multi_sae_trainer import MultiSAETrainer
 
     cfg = cfg or SaeTrainConfig()
     if not layers:

@@ -7,11 +7,14 @@ McNemar's exact test on those discordant prompts (the unpaired Wilson intervals 
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pydantic import model_serializer, model_validator
+
 from refusal_sae.errors import ConfigError, DataError, MismatchError
+from refusal_sae.runs.io import jsonl_objects
 from refusal_sae.scoring.judge import JUDGEMENTS
 from refusal_sae.scoring.stats import mcnemar_exact
 
@@ -42,15 +45,9 @@ def read_eval_rows(path: Path) -> list[dict]:
         raise DataError(f"{path}: no such file")
     rows = []
     with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{i}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "instruction" not in row or row.get("judgement") not in JUDGEMENTS:
-                raise DataError(f"{path}:{i}: expected an eval row with 'instruction' and a judgement in {JUDGEMENTS}")
+        for n, row in jsonl_objects(f, path):
+            if "instruction" not in row or row.get("judgement") not in JUDGEMENTS:
+                raise DataError(f"{path}:{n}: expected an eval row with 'instruction' and a judgement in {JUDGEMENTS}")
             rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows")
@@ -107,3 +104,71 @@ def compare_labels(prompts: list[str], labels_a: list[str], labels_b: list[str],
     """:func:`compare_evals` for two lists of judged labels of the same prompts (in-memory stage results)."""
     return compare_evals([{"instruction": p, "judgement": x} for p, x in zip(prompts, labels_a, strict=True)],
                          [{"instruction": p, "judgement": x} for p, x in zip(prompts, labels_b, strict=True)], label)
+
+
+@dataclass
+class PairedRow:
+    """One paired comparison inside a stage result: condition ``a`` against ``b`` on the same prompts, without the
+    prompt lists of :class:`PairedComparison` (the search table, the interactions K sweep, the hardening curves).
+
+    Saved as ``{k?, a, b, group?, label?, n, <counts>, only_a, only_b, p_value}``: ``k`` when the row belongs to one
+    set size of a sweep; ``group`` and ``label`` when the result compares several prompt groups or labels, with the
+    counts saved as ``count_a`` / ``count_b``; otherwise the counts are named after the label (``complied_a`` /
+    ``complied_b``), which is then implied. The saved layout is this class's, not the result's: results that hold
+    rows stay plain field declarations."""
+
+    a: str
+    b: str
+    n: int
+    count_a: int  # prompts labelled `label` under a
+    count_b: int
+    only_a: int  # labelled under a, not under b (discordant)
+    only_b: int
+    p_value: float  # McNemar exact, two-sided, on only_a vs only_b
+    label: str = "complied"
+    group: str | None = None  # which prompts (e.g. jailbreak, xstest), when the result compares several groups
+    k: int | None = None  # the set size, in a sweep over sizes
+
+    @classmethod
+    def compare(cls, a: str, b: str, prompts: Sequence[str], labels_a: Sequence[str], labels_b: Sequence[str],
+                label: str = "complied", group: str | None = None, k: int | None = None) -> PairedRow:
+        """``a``'s labels against ``b``'s on the same ``prompts`` (:func:`compare_labels`)."""
+        pc = compare_labels(list(prompts), list(labels_a), list(labels_b), label)
+        return cls(a, b, pc.n, pc.count_a, pc.count_b, pc.only_a, pc.only_b, pc.p_value, label, group, k)
+
+    @property
+    def complied_a(self) -> int:
+        """``count_a`` of a comparison of complied answers (the name an ungrouped row is saved under)."""
+        return self._complied(self.count_a)
+
+    @property
+    def complied_b(self) -> int:
+        return self._complied(self.count_b)
+
+    def _complied(self, count: int) -> int:
+        if self.label != "complied":
+            raise AttributeError(f"a paired row on {self.label!r} has no complied counts; read count_a / count_b")
+        return count
+
+    @model_serializer(mode="plain")
+    def _saved(self) -> dict:
+        out: dict = {} if self.k is None else {"k": self.k}
+        out |= {"a": self.a, "b": self.b}
+        if self.group is None:
+            names = (f"{self.label}_a", f"{self.label}_b")
+        else:
+            out |= {"group": self.group, "label": self.label}
+            names = ("count_a", "count_b")
+        return out | {"n": self.n, names[0]: self.count_a, names[1]: self.count_b, "only_a": self.only_a,
+                      "only_b": self.only_b, "p_value": self.p_value}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_saved(cls, data):
+        if not isinstance(data, dict) or "count_a" in data:
+            return data
+        label = next((key[:-2] for key in data if key.endswith("_a") and key != "only_a"), None)
+        if label is None:
+            return data  # let validation name the missing counts
+        rest = {key: v for key, v in data.items() if key not in (f"{label}_a", f"{label}_b")}
+        return rest | {"label": label, "count_a": data[f"{label}_a"], "count_b": data.get(f"{label}_b")}

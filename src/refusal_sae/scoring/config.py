@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 from refusal_sae.errors import ConfigError
 from refusal_sae.interventions.spec import check_intervention
@@ -15,10 +16,12 @@ class EvalConfig:
 
     dataset: str = "jailbreakbench"  # registry name or a .json / .jsonl / .csv file
     n: int | None = None  # a seeded sample of n prompts (None: all)
-    seed: int = 0
-    max_new_tokens: int = 64
-    batch_size: int = 32
-    judge: str = "default"
+    seed: int = 0  # sampling seed
+    max_new_tokens: int = 64  # greedy tokens generated per prompt
+    batch_size: int = 32  # prompts per forward batch
+    judge: str = "default"  # judge of the generations: default (the tuned encoder judge) | tuned[:PARAMS] | learned |
+    #   heuristic | substring | harmbench[:MODEL] | harmbench-mistral[:MODEL] | llamaguard[:MODEL] |
+    #   classifier:MODEL
     intervention: str = "none"  # none | ablate | actadd (the run's refusal direction)
     coeff: float = 1.0  # activation-addition coefficient
     ablate_layers: tuple[int, ...] | None = None  # restrict the ablation to these layers (None: every layer)
@@ -50,3 +53,25 @@ class EvalConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class EvalStep(EvalConfig):
+    """One evaluation of the pipeline's ``eval`` stage: an :class:`EvalConfig` whose activation-addition ``coeff`` may
+    be ``calibrated`` (the coefficient chosen by the ``calibrate_actadd`` stage)."""
+
+    coeff: float | Literal["calibrated"] = 1.0
+
+    def resolve(self, calibrated: float | None = None) -> EvalConfig:
+        values = {f.name: getattr(self, f.name) for f in fields(EvalConfig)}
+        if values["coeff"] == "calibrated":
+            if calibrated is None:
+                raise ConfigError("coeff: calibrated needs the calibrate_actadd stage")
+            values["coeff"] = calibrated
+        return EvalConfig(**values)
+
+    def label(self) -> str:
+        tag = "" if self.intervention == "none" else f" {self.intervention}"
+        if self.intervention == "actadd":
+            tag += f" ×{self.coeff}" if self.coeff == "calibrated" else f" ×{self.coeff:g}"
+        return f"{self.dataset}{tag}"

@@ -11,13 +11,13 @@ dataset by (dataset, row index) and checked against the stored sha256 prefix, so
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from refusal_sae.errors import ConfigError, DataError
+from refusal_sae.runs.io import jsonl_objects
 
 LABELS = ("refused", "complied", "degenerate")
 SPLITS = ("dev", "test")
@@ -56,14 +56,8 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"labelled-answer file not found: {path}")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: malformed JSON: {e}") from e
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+    for n, row in jsonl_objects(path.read_text(encoding="utf-8").splitlines(), path):
+        if not isinstance(row.get("id"), str):
             raise DataError(f"{path}:{n}: expected an object with a string id")
         rows.append(row)
     return rows

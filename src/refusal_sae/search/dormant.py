@@ -1,4 +1,4 @@
-"""Stages 4–5 (Prakash et al., "Beyond I'm Sorry, I Can't"): refusal features that stay silent ("hydra" features).
+"""Stage 4 (Prakash et al., "Beyond I'm Sorry, I Can't"): refusal features that stay silent ("hydra" features).
 
 1. **Critical-but-silent.** On held-out prompts the model refuses (the K sweep's seeded sample), each found set
    (``global``: the search's top K*; ``minimal``: the greedy minimal set) is clamped at the search's ``c`` and the
@@ -37,6 +37,7 @@ from refusal_sae.interventions.engine import EngineConfig, InterventionEngine
 from refusal_sae.interventions.feature_clamp import FeatureClamp
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.runs import RunDir, StageResult, config_hash
+from refusal_sae.runs.identity import settings_of
 from refusal_sae.saes.loading import SaeSet
 from refusal_sae.scoring.judge import COMPLIED, REFUSED, Judge, get_judge
 from refusal_sae.scoring.stats import wilson_interval
@@ -44,10 +45,10 @@ from refusal_sae.search.attribution import la_ig
 from refusal_sae.search.candidates import prefilter_mask, ranked
 from refusal_sae.search.choose import counts, val_refused
 from refusal_sae.search.clamped import KINDS, iter_codes, position_kinds
+from refusal_sae.search.config import DormantConfig
 from refusal_sae.search.featureset import FeatureSet, clamp_set, random_sets
 from refusal_sae.search.greedy import greedy_filter, intersect
 from refusal_sae.search.interactions import HELDOUT_STAGE, SearchContext, heldout_refused, sample_prompts
-from refusal_sae.search.interactions_config import DormantConfig
 
 SILENT = "search/dormant/silent"
 NEWLY = "search/dormant/newly_active"
@@ -440,16 +441,11 @@ class _ValRefused(StageResult):
 
 
 # --- the stage -----------------------------------------------------------------------------------------------------------------
-SILENT_FIELDS = ("datasets", "n_prompts", "sets", "screen", "label_threshold", "max_new_tokens", "batch_size", "judge",
-                 "seed")
-NEWLY_FIELDS = ("datasets", "n_prompts", "n_random", "batch_size", "seed")
-ROUND_FIELDS = ("max_rounds", "min_drop", "n_attribution", "n_val", "ig_steps", "n_random", "max_new_tokens", "batch_size",
-                "judge", "seed")
 
 
 def run_dormant_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: DormantConfig, data_dir=None,
                       progress: bool = True) -> tuple[SilentResult, NewlyActiveResult, RoundsResult | None]:
-    """Stages 4–5 in ``run`` (``search/dormant/{silent,newly_active,rounds}``), each skipped when complete."""
+    """Stage 4 in ``run`` (``search/dormant/{silent,newly_active,rounds}``), each skipped when complete."""
     cfg.validate()
     saes.validate(handle)
     ctx = SearchContext.load(run)
@@ -463,15 +459,15 @@ def run_dormant_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: Dorma
     prompts = sample_prompts(heldout.refused, cfg.n_prompts, cfg.seed)
     held = {"heldout": config_hash({"p": prompts})}
     steps = tqdm(total=3 if cfg.max_rounds else 2, desc="dormant", unit="part", disable=not progress)
-    silent = run.run(SilentResult, base | held | {f: getattr(cfg, f) for f in SILENT_FIELDS},
+    silent = run.run(SilentResult, base | held | settings_of(cfg, "silent"),
                      lambda: critical_silent(handle, saes, engine, judge, ctx, cfg, prompts, progress), name=SILENT)
     steps.update(1)
-    newly = run.run(NewlyActiveResult, base | held | {f: getattr(cfg, f) for f in NEWLY_FIELDS},
+    newly = run.run(NewlyActiveResult, base | held | settings_of(cfg, "newly"),
                     lambda: newly_active_stage(handle, saes, ctx, cfg, prompts, progress), name=NEWLY)
     steps.update(1)
     rounds = None
     if cfg.max_rounds:
-        ident = base | {f: getattr(cfg, f) for f in ROUND_FIELDS}
+        ident = base | settings_of(cfg, "rounds")
         rounds = run.run(RoundsResult, ident,
                          lambda: run_rounds(handle, saes, run, engine, judge, ctx, cfg, ident, data_dir, progress),
                          name=ROUNDS)

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from refusal_sae.runs import Float
+
 
 class FactorizationMachine(nn.Module):
     def __init__(self, n_features: int, rank: int, init_std: float = 0.1, generator: torch.Generator | None = None):
@@ -144,8 +146,8 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val
 # --- metrics ------------------------------------------------------------------------------------------------------
 @dataclass
 class Metric:
-    value: float
-    ci: tuple[float, float]
+    value: Float  # NaN (an undefined AUC: one class only) is stored as null and loads back as NaN
+    ci: tuple[Float, Float]
 
 
 @dataclass

@@ -46,13 +46,14 @@ from refusal_sae.errors import ConfigError, DataError, MismatchError
 from refusal_sae.interventions.engine import EngineConfig, InterventionEngine
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.runs import RunDir, StageResult, config_hash
+from refusal_sae.runs.identity import settings_of
 from refusal_sae.saes.loading import SaeSet
-from refusal_sae.scoring.compare import compare_labels
+from refusal_sae.scoring.compare import PairedRow
 from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge, get_judge
 from refusal_sae.scoring.stats import wilson_interval
 from refusal_sae.search.choose import val_refused
 from refusal_sae.search.clamped import effective, reduced_codes
-from refusal_sae.search.config import SearchConfig
+from refusal_sae.search.config import InteractionsConfig, SearchConfig, heldout_key, table_judged_same
 from refusal_sae.search.featureset import FeatureSet, clamp_set
 from refusal_sae.search.fm import (
     EpochRow,
@@ -65,7 +66,6 @@ from refusal_sae.search.fm import (
     split_metrics,
     top_pairs,
 )
-from refusal_sae.search.interactions_config import InteractionsConfig, heldout_key, table_judged_same
 from refusal_sae.search.result import CandidatesResult, ChoiceResult, GreedyResult
 
 DATA = "search/interactions/data"
@@ -77,7 +77,7 @@ SPLITS = ("train", "val", "test")
 
 # --- what the search left in the run directory ------------------------------------------------------------------------
 class EmptyMinimalSetError(DataError):
-    """The search's greedy filtering kept no feature: stages 3-5 have no set to clamp (a result of the search, not a
+    """The search's greedy filtering kept no feature: stages 3 and 4 have no set to clamp (a result of the search, not a
     mistake in the settings; ``refusal-sae run`` reports it and goes on)."""
 
 
@@ -466,19 +466,6 @@ class SweepRow:
 
 
 @dataclass
-class SweepPaired:
-    k: int
-    a: str
-    b: str
-    n: int
-    complied_a: int
-    complied_b: int
-    only_a: int
-    only_b: int
-    p_value: float  # McNemar exact
-
-
-@dataclass
 class KSweepResult(StageResult):
     """``search/interactions/ksweep``: compliance per K of FM top-K vs probe top-K vs random, held out."""
 
@@ -490,18 +477,13 @@ class KSweepResult(StageResult):
     c: float
     ks: list[int]
     rows: list[SweepRow]
-    paired: list[SweepPaired]
+    paired: list[PairedRow]  # each with its k
 
 
 def sweep_row(k: int, name: str, n_features: int, labs: Sequence[str], overlap: int | None = None) -> SweepRow:
     n = len(labs)
     c, d, r = (sum(x == lab for x in labs) for lab in (COMPLIED, DEGENERATE, REFUSED))
     return SweepRow(k, name, n_features, n, c, d, r, wilson_interval(c, n), wilson_interval(d, n), overlap_fm=overlap)
-
-
-def paired_row(k: int, a: str, b: str, prompts: Sequence[str], la: Sequence[str], lb: Sequence[str]) -> SweepPaired:
-    pc = compare_labels(list(prompts), list(la), list(lb))
-    return SweepPaired(k, a, b, pc.n, pc.count_a, pc.count_b, pc.only_a, pc.only_b, pc.p_value)
 
 
 def summarize_sweep(points: Sequence[KSweepPoint], reference: KSweepPoint, prompts: Sequence[str], datasets,
@@ -524,8 +506,8 @@ def summarize_sweep(points: Sequence[KSweepPoint], reference: KSweepPoint, promp
         row.draws = [sum(x == COMPLIED for x in pt.labels[name]) / n for name in draws]
         row.overlap_fm = round(sum(len(set(pt.sets[name].items) & set(fm_set.items)) for name in draws) / len(draws))
         rows.append(row)
-        paired.append(paired_row(pt.k, "FM", "linear probe", prompts, pt.labels["FM"], pt.labels["linear probe"]))
-        paired += [paired_row(pt.k, "FM", name, prompts, pt.labels["FM"], pt.labels[name]) for name in draws]
+        paired += [PairedRow.compare("FM", name, prompts, pt.labels["FM"], pt.labels[name], k=pt.k)
+                   for name in ("linear probe", *draws)]
     return KSweepResult(list(datasets), n_refused, list(prompts), c, [pt.k for pt in points], rows, paired)
 
 
@@ -541,10 +523,6 @@ def load_prompts(cfg: InteractionsConfig, heldout: RefusedPrompts, data_dir=None
             "test": (list(heldout.refused), sample("harmless_test", cfg.n_test_harmless))}
 
 
-DATA_FIELDS = ("n_train", "n_val", "n_test_harmless", "datasets", "reduce", "pool_size", "label_threshold",
-               "batch_size", "seed")
-FM_FIELDS = ("rank", "lr", "epochs", "fm_batch_size", "weight_decay", "probe_cs", "n_boot", "top_pairs", "heatmap_size")
-SWEEP_FIELDS = ("n_sweep", "n_random", "max_new_tokens", "judge")
 
 
 def run_interactions_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: InteractionsConfig, data_dir=None,
@@ -561,15 +539,15 @@ def run_interactions_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: 
     base = ctx.identity(handle, saes)
     heldout = heldout_refused(handle, run, engine, judge, cfg.datasets, cfg.judge, cfg.max_new_tokens, cfg.batch_size,
                               data_dir, cfg.n_heldout, cfg.seed)
-    data_id = base | {f: getattr(cfg, f) for f in DATA_FIELDS} | {"heldout": config_hash({"p": heldout.refused})}
+    data_id = base | settings_of(cfg, "data") | {"heldout": config_hash({"p": heldout.refused})}
     data = run.run(InteractionData, data_id,
                    lambda: build_data(handle, saes, engine, ctx, cfg, load_prompts(cfg, heldout, data_dir), progress),
                    name=DATA)
     ks = k_values(cfg, len(ctx.minimal), len(data.pool))
-    fm_id = data_id | {f: getattr(cfg, f) for f in FM_FIELDS}
+    fm_id = data_id | settings_of(cfg, "fm")
     model = run.run(InteractionModel, fm_id, lambda: fit_models(data, cfg), name=FM)
     prompts = sample_prompts(heldout.refused, cfg.n_sweep, cfg.seed)
-    sweep_id = fm_id | {f: getattr(cfg, f) for f in SWEEP_FIELDS}
+    sweep_id = fm_id | settings_of(cfg, "sweep")
 
     def point(k: int, sets: dict[str, FeatureSet], folder: str) -> KSweepPoint:
         return run.run(KSweepPoint, sweep_id | {"k": k, "sets": {n: [list(x) for x in s] for n, s in sets.items()}},

@@ -1,225 +1,299 @@
-"""Stage 2 end to end: candidates → choice of ``K*`` and ``c`` → greedy minimal set → feature cards, each a typed
-result in ``<run>/search/`` that is skipped when complete for the same settings, weights, SAEs and direction.
-
-The shape of :mod:`refusal_sae.direction.stage`: a torch-free config (:mod:`.config`), the prompts it reads
-(:class:`SearchPrompts`, training and validation splits only), functions ``(handle, saes, prompts, config) ->
-Result`` for each sub-stage, and :func:`run_search_stage`, which validates everything before the first forward pass.
-"""
+"""Stages 2-4 as the pipeline sees them: ``search`` (candidates, K* and c, the greedy minimal set, feature cards),
+``search_table`` (the held-out comparison), ``interactions`` (the factorization machine, K sweep) and ``dormant``
+(hydra features). Settings in :mod:`.config` and :mod:`.config`; the work in :mod:`.runner`,
+:mod:`.interactions` and :mod:`.dormant`. Torch-free: runners import the work lazily."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
 
-import torch
-
-from refusal_sae.data import load_dataset
-from refusal_sae.direction.diff_in_means import DirectionCandidates
-from refusal_sae.direction.result import DirectionResult
-from refusal_sae.direction.stage import CANDIDATES
 from refusal_sae.errors import ConfigError
-from refusal_sae.interventions.directional import DirectionAblation
-from refusal_sae.interventions.engine import EngineConfig, InterventionEngine
-from refusal_sae.models.handle import ModelHandle
-from refusal_sae.runs import RunDir, config_hash
-from refusal_sae.saes.config import CorpusConfig
-from refusal_sae.saes.loading import SaeSet
-from refusal_sae.scoring.judge import get_judge
-from refusal_sae.search.activations import prompt_codes
-from refusal_sae.search.attribution import la_ig
-from refusal_sae.search.candidates import act_diff, decoder_cosines, prefilter_mask, ranked
-from refusal_sae.search.choose import choose_k_and_clamp, counts, judged, val_refused
-from refusal_sae.search.config import SearchConfig
-from refusal_sae.search.featureset import clamp_set
-from refusal_sae.search.greedy import greedy_filter, intersect
-from refusal_sae.search.result import CandidatesResult, ChoiceResult, FeatureCards, GreedyResult
-from refusal_sae.search.table import SearchTable, build_table
+from refusal_sae.pipeline.protocol import CheckContext, NotRun, PlanRow, Stage
+from refusal_sae.search.config import (
+    DormantConfig,
+    InteractionsConfig,
+    SearchConfig,
+    SearchTableConfig,
+    heldout_settings,
+    table_judged_same,
+)
 
-RULE = ("eligible: degenerate ≤ the bound (max_degenerate, or the direction ablation's degenerate share when higher) "
-        "and mean random-set flip ≤ max_random_flip; chosen: most complied, then smaller K, then milder clamp")
+# --- feature search -----------------------------------------------------------------------------------------------
+SEARCH_SPLITS = ("harmful_train", "harmless_train", "harmful_val")
+CARD_SPLITS = ("harmful_train", "harmless_train")  # the feature cards' corpus (saes.config.TRAIN_DATASETS)
 
 
-@dataclass
-class SearchPrompts:
-    """Seeded samples of training and validation splits (the held-out table reads the test splits, not this)."""
+def _check_search(ctx: CheckContext, cfg: SearchConfig) -> None:
+    from refusal_sae.scoring.judge import get_judge
 
-    attribution: list[str]  # harmful_train: global attribution, ActDiff, greedy pruning
-    harmless: list[str]  # harmless_train: ActDiff
-    val: list[str]  # harmful_val: K*, c and the greedy confirmation
-
-    @classmethod
-    def load(cls, cfg: SearchConfig, data_dir=None) -> SearchPrompts:
-        return cls(load_dataset("harmful_train", data_dir).sample(cfg.n_attribution, cfg.seed).instructions,
-                   load_dataset("harmless_train", data_dir).sample(cfg.n_harmless, cfg.seed).instructions,
-                   load_dataset("harmful_val", data_dir).sample(cfg.n_val, cfg.seed).instructions)
-
-
-def per_layer_directions(direction: DirectionResult, cands: DirectionCandidates, layers: list[int],
-                         n_layers: int) -> dict[int, torch.Tensor]:
-    """Each SAE layer's own difference-in-means vector at the chosen position: ``resid_post`` of layer L is
-    ``resid_pre`` of L + 1 (the last layer keeps the selected direction)."""
-    return {L: (cands.get(direction.pos, L + 1) if L + 1 < n_layers else direction.direction).float() for L in layers}
-
-
-def find_candidates(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, cfg: SearchConfig,
-                    direction: DirectionResult, cands: DirectionCandidates, progress: bool = True) -> CandidatesResult:
-    layers = list(cfg.layers or saes.layers())
-    cos_sel = decoder_cosines(saes, layers, dict.fromkeys(layers, direction.direction))
-    cos_pl = decoder_cosines(saes, layers, per_layer_directions(direction, cands, layers, handle.n_layers))
-    cos = cos_sel if cfg.direction_source == "selected" else cos_pl
-    mask = prefilter_mask(cos, cfg.k_per_layer)
-    attr = la_ig(handle, saes, layers, direction.direction, prompts.attribution, direction.refusal_tokens,
-                 cfg.ig_steps, max(1, cfg.batch_size // 2), progress).mean(0)
-    harmful = prompt_codes(handle, saes, layers, prompts.attribution, cfg.batch_size)
-    harmless = prompt_codes(handle, saes, layers, prompts.harmless, cfg.batch_size)
-    diff = act_diff(harmful.max_codes, harmless.max_codes)
-    k_max = max(cfg.top_k)
-    positive = attr.clamp(min=0)
-    share = {name: float(positive[prefilter_mask(c, cfg.k_per_layer)].sum() / positive.sum().clamp_min(1e-12))
-             for name, c in (("selected", cos_sel), ("per_layer", cos_pl))}
-    return CandidatesResult(
-        layers=layers, direction_source=cfg.direction_source, n_attribution=len(prompts.attribution),
-        n_harmless=len(prompts.harmless), refusal_tokens=list(direction.refusal_tokens), cosines=cos_sel,
-        cosines_per_layer=cos_pl, attribution=attr, act_diff=diff,
-        prefilter=ranked(cos, layers, int(mask.sum()), mask), ours=ranked(attr, layers, int(mask.sum()), mask),
-        cossim=ranked(cos, layers, k_max), actdiff=ranked(diff, layers, k_max), ap=ranked(attr, layers, k_max),
-        alive={L: ids.tolist() for L, ids in harmful.fired().items()}, prefilter_attribution_share=share)
-
-
-def choose(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, cfg: SearchConfig, cands: CandidatesResult,
-           direction: DirectionResult) -> ChoiceResult:
-    engine = InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
-    judge = get_judge(cfg.judge)
-    refused = val_refused(engine, judge, prompts.val, cfg.max_new_tokens, cfg.batch_size)
-    (abl,) = judged(engine, judge, refused, [[DirectionAblation(direction.direction)]], cfg.max_new_tokens,
-                    cfg.batch_size, "direction ablation")
-    ablation = dict(zip(("complied", "degenerate", "refused"), counts(abl), strict=True))
-    bound = cfg.max_degenerate
-    if cfg.degenerate_bound == "ablation":
-        bound = max(bound, ablation["degenerate"] / len(refused))
-    alive = {L: torch.tensor(ids) for L, ids in cands.alive.items()}
-    rows, best, met = choose_k_and_clamp(engine, judge, saes, refused, cands.ours, alive, cfg.top_k, cfg.clamps,
-                                         cfg.n_random, cfg.max_random_flip, bound, cfg.seed,
-                                         cfg.max_new_tokens, cfg.batch_size)
-    return ChoiceResult(len(prompts.val), len(refused), rows, best.k, best.c, met, RULE, bound, ablation,
-                        prompts=list(refused), ablation_labels=list(abl))
-
-
-def minimal_set(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, cfg: SearchConfig, cands: CandidatesResult,
-                choice: ChoiceResult, progress: bool = True) -> GreedyResult:
-    engine = InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
-    start = cands.ours.take(choice.k)
-    chains = [(s, cfg.greedy_tau) for s in range(cfg.seed, cfg.seed + cfg.greedy_seeds)]
-    chains += [(cfg.seed, tau) for tau in cfg.greedy_taus if tau != cfg.greedy_tau]
-    traces = greedy_filter(engine, saes, prompts.attribution, cands.refusal_tokens, start, choice.c, chains,
-                           cfg.greedy_block, progress)
-    at_tau = traces[: cfg.greedy_seeds]
-    minimal = intersect(at_tau)
-    sweep = sorted(({"tau": t.tau, "size": len(t.kept), "score": t.path[-1].score, "flipped": t.path[-1].flipped}
-                    for t in [traces[0], *traces[cfg.greedy_seeds:]]), key=lambda r: r["tau"])
-    judge = get_judge(cfg.judge)
-    refused = val_refused(engine, judge, prompts.val, cfg.max_new_tokens, cfg.batch_size)
-    full, small = judged(engine, judge, refused, [clamp_set(saes, start, choice.c), clamp_set(saes, minimal, choice.c)],
-                         cfg.max_new_tokens, cfg.batch_size, "greedy confirmation")
-    confirm = {name: dict(zip(("complied", "degenerate", "refused"), counts(lab), strict=True))
-               for name, lab in (("full", full), ("minimal", small))}
-    ratio = confirm["minimal"]["complied"] / max(confirm["full"]["complied"], 1)
-    return GreedyResult(start, choice.c, cfg.greedy_tau, traces, minimal, sweep, confirm, ratio)
-
-
-def feature_cards(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: SearchConfig, cands: CandidatesResult,
-                  greedy: GreedyResult, data_dir=None) -> FeatureCards:
-    from refusal_sae.saes.corpus import build_sequences
-    from refusal_sae.saes.features import top_activations
-
-    corpus = CorpusConfig(n_prompts=cfg.n_card_prompts, seed=cfg.seed)
-    seqs = build_sequences(handle, corpus, data_dir, run.path("responses"), progress=False)
-    cards, cosine = [], {}
-    for L, ids in greedy.minimal.by_layer().items():
-        cards += top_activations(handle, saes[L], saes.hook_of(L), ids, seqs, top_n=8, window=8, progress=False)
-        row = cands.layers.index(L)
-        cosine |= {f"{L}:{f}": float(cands.cosines[row, f]) for f in ids}
-    return FeatureCards(cards, cosine)
-
-
-def identity(handle: ModelHandle, saes: SaeSet, direction: DirectionResult, cfg: SearchConfig, *fields: str) -> dict:
-    """What a sub-stage depends on: the weights, the SAEs, the direction, and the listed settings."""
-    return {"model": handle.name, "model_revision": handle.revision, "saes": saes.identity(),
-            "direction_hash": config_hash({"d": direction.direction.tolist()}),
-            **{f: getattr(cfg, f) for f in ("seed", *fields)}}
-
-
-CANDIDATE_FIELDS = ("layers", "k_per_layer", "direction_source", "ig_steps", "n_attribution", "n_harmless", "top_k")
-CHOICE_FIELDS = (*CANDIDATE_FIELDS, "n_val", "clamps", "n_random", "max_random_flip", "max_degenerate",
-                 "degenerate_bound", "max_new_tokens", "judge")
-# greedy depends on the chosen (K*, c), not on how they were chosen (added to its identity below)
-GREEDY_FIELDS = (*CANDIDATE_FIELDS, "n_val", "max_new_tokens", "judge", "greedy_block", "greedy_tau", "greedy_taus",
-                 "greedy_seeds")
-
-
-def run_search_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: SearchConfig, data_dir=None,
-                     progress: bool = True) -> tuple[CandidatesResult, ChoiceResult, GreedyResult, FeatureCards]:
-    """The whole search in ``run`` (``search/candidates``, ``search/choice``, ``search/greedy``, ``search/cards``)."""
-    saes.validate(handle)
-    cfg.validate(saes.layers())
+    cfg.validate(ctx.sae_layers())
     get_judge(cfg.judge)
-    direction = DirectionResult.from_run(run.root)
-    cands_path = run.root / DirectionResult.kind / CANDIDATES
-    prompts = SearchPrompts.load(cfg, data_dir)
-    run.record_model(handle)
-    run.record_saes(saes)
-
-    def ident(*fields: str) -> dict:
-        return identity(handle, saes, direction, cfg, *fields)
-
-    cands = run.run(CandidatesResult, ident(*CANDIDATE_FIELDS), lambda: find_candidates(
-        handle, saes, prompts, cfg, direction, DirectionCandidates.load(cands_path), progress), name="search/candidates")
-    choice = run.run(ChoiceResult, ident(*CHOICE_FIELDS),
-                     lambda: choose(handle, saes, prompts, cfg, cands, direction), name="search/choice")
-    chosen = {"k": choice.k, "c": choice.c}
-    greedy = run.run(GreedyResult, ident(*GREEDY_FIELDS) | chosen,
-                     lambda: minimal_set(handle, saes, prompts, cfg, cands, choice, progress), name="search/greedy")
-    # n_card_prompts joins the identity only when changed, so cards made before it existed keep their hash
-    card_fields = (*GREEDY_FIELDS, *(("n_card_prompts",) if cfg.n_card_prompts != 32 else ()))
-    cards = run.run(FeatureCards, ident(*card_fields) | chosen,
-                    lambda: feature_cards(handle, saes, run, cfg, cands, greedy, data_dir), name="search/cards")
-    return cands, choice, greedy, cards
 
 
-TEST_SETS = ("jailbreakbench", "harmbench_test")
+def _plan_search(ctx: CheckContext, cfg: SearchConfig) -> list[PlanRow]:
+    layers = cfg.layers or ctx.sae_layers()
+    n_layers = len(layers) if layers else None
+    n_attr = ctx.size("harmful_train", cfg.n_attribution)
+    n_harmless = ctx.size("harmless_train", cfg.n_harmless)
+    n_val = ctx.size("harmful_val", cfg.n_val)
+    grid = len(cfg.top_k) * len(cfg.clamps)
+    k_max = max(cfg.top_k)
+    chains = cfg.greedy_seeds + len(cfg.greedy_taus) - 1
+    rounds = -(-k_max // cfg.greedy_block) + k_max  # block pass, then single features (upper bound)
+    cards = sum(ctx.size(d, cfg.n_card_prompts) for d in CARD_SPLITS)
+    where = f"{n_layers if n_layers is not None else '?'} SAE layers"
+    ks = ",".join(map(str, cfg.top_k))
+    cs = ",".join(f"{c:g}" for c in cfg.clamps)
+    # LA-IG: ig_steps interpolated forward + backward passes (about 3 forwards each) and the clean / patched runs
+    return [
+        PlanRow("search", f"candidates: {cfg.k_per_layer}/layer × {where}, LA-IG {cfg.ig_steps} steps",
+                n_attr + n_harmless, n_attr * (3 * cfg.ig_steps + 2) + n_attr + n_harmless),
+        PlanRow("search", f"K* × c grid: K {ks} × c {cs}, {cfg.n_random} random sets per cell", n_val,
+                n_val * (1 + grid + cfg.n_random), n_val * (1 + grid + cfg.n_random) * cfg.max_new_tokens),
+        PlanRow("search", f"greedy minimal set: {chains} chains, ≤{rounds} rounds; judged on {n_val}", n_attr,
+                n_attr * (1 + rounds * chains) + 3 * n_val, 3 * n_val * cfg.max_new_tokens),
+        PlanRow("search", f"feature cards: {cards} corpus prompts + their responses", cards, 2 * cards, cards * 64)]
 
 
-def run_table_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, datasets: tuple[str, ...] = TEST_SETS,
-                    n_harmless: int = 64, data_dir=None, progress: bool = True, n: int | None = None) -> SearchTable:
-    """The held-out comparison table (``search/table``) from the run's search results; the only sub-stage that reads
-    test splits, and it reads them after every choice was made. ``n``: a seeded sample of that many prompts of each
-    held-out set (None: all of them)."""
-    saes.validate(handle)
-    if not datasets:
-        raise ConfigError("no held-out datasets given")
-    if n_harmless < 1:
-        raise ConfigError(f"n_harmless must be positive, got {n_harmless}")
-    if n is not None and n < 1:
-        raise ConfigError(f"n must be positive, got {n}")
-    direction = DirectionResult.from_run(run.root)
-    hint = f"refusal-sae search --run-dir {run.root}"
-    cands = run.require(CandidatesResult, hint, "search/candidates")
-    choice = run.require(ChoiceResult, hint, "search/choice")
-    greedy = run.require(GreedyResult, hint, "search/greedy")
-    used = {**(ChoiceResult.read_meta(run.root / "search/choice") or {}).get("config", {}),  # the search's settings
-            **(GreedyResult.read_meta(run.root / "search/greedy") or {}).get("config", {})}
-    cfg = SearchConfig(**{k: v for k, v in used.items() if k in SearchConfig.__dataclass_fields__})
-    prompts = [p for d in datasets for p in load_dataset(d, data_dir).sample(n, cfg.seed).instructions]
-    harmless = load_dataset("harmless_test", data_dir).sample(n_harmless, cfg.seed).instructions
-    identity = {"model_revision": handle.revision, "saes": saes.identity(), "datasets": list(datasets),
-                "n_harmless": n_harmless, "upstream": {s: (run.manifest().get("stages", {}).get(s) or {}).get("config_hash")
-                                                       for s in ("direction", "search/candidates", "search/choice",
-                                                                 "search/greedy")},
-                **({"n": n} if n is not None else {})}  # only when sampled: full-size tables keep their hash
-    engine = InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
+def _run_search(ctx, cfg: SearchConfig):
+    from refusal_sae.search.runner import run_search_stage
 
-    def compute() -> SearchTable:
-        return build_table(handle, saes, engine, get_judge(cfg.judge), direction, cands, choice, greedy, prompts,
-                           harmless, datasets, cfg.n_random, cfg.ig_steps, cfg.k_per_layer, cfg.seed,
-                           cfg.max_new_tokens, cfg.batch_size, progress)
+    return run_search_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir)
 
-    return run.run(SearchTable, identity, compute, name="search/table")
+
+def _sum_search(res) -> str:
+    _, choice, greedy, _ = res
+    feats = ", ".join(f"L{L}:{f}" for L, f in greedy.minimal.items[:6]) + (" …" if len(greedy.minimal) > 6 else "")
+    return (f"K* {choice.k}, c {choice.c:g}{'' if choice.met else ' (rule not met)'}; minimal set {len(greedy.minimal)} "
+            f"of {len(greedy.start)}: {feats}")
+
+
+SEARCH = Stage(
+    "search", SearchConfig, _run_search, _plan_search, _check_search, requires=lambda cfg: ("direction",),
+    datasets=lambda cfg: SEARCH_SPLITS, uses_saes=True, summary=_sum_search, report=("search", "cards"),
+    results={"search_candidates": "refusal_sae.search.result:CandidatesResult",
+             "search_choice": "refusal_sae.search.result:ChoiceResult",
+             "search_greedy": "refusal_sae.search.result:GreedyResult",
+             "search_cards": "refusal_sae.search.result:FeatureCards"},
+    doc="SAE features that carry refusal: decoder-cosine candidates ranked by LA-IG, K* and c chosen on harmful_val "
+        "against random sets, greedy minimal set, feature cards")
+
+
+def _check_table(ctx: CheckContext, cfg: SearchTableConfig) -> None:
+    search = ctx.config.stage_configs.get("search")
+    for d in cfg.datasets:
+        if search is not None and d in SEARCH_SPLITS:
+            raise ConfigError(f"datasets: {d} is a split the search fits or selects on; the table must be held out "
+                              "(e.g. jailbreakbench, harmbench_test)")
+
+
+def _plan_table(ctx: CheckContext, cfg: SearchTableConfig) -> list[PlanRow]:
+    search = ctx.config.stage_configs["search"]
+    n = sum(ctx.size(d, cfg.n) for d in cfg.datasets)
+    h = ctx.size("harmless_test", cfg.n_harmless)
+    # unclamped, 7 rows, per-prompt sets, 2 × n_random random controls; harmless: clean + 8 clamped, KL
+    gens = n * (1 + 7 + 1 + 2 * search.n_random) + h * 9
+    return [PlanRow("search_table", f"{n} held-out × 8 rows + {2 * search.n_random} random; cost on {h} harmless_test",
+                    n + h,
+                    gens + n * (3 * search.ig_steps + 2) + 8 * h, gens * search.max_new_tokens)]
+
+
+def _run_table(ctx, cfg: SearchTableConfig):
+    from refusal_sae.search.runner import run_table_stage
+
+    return run_table_stage(ctx.handle, ctx.saes(), ctx.run, cfg.datasets, cfg.n_harmless, ctx.data_dir, n=cfg.n)
+
+
+def _sum_table(res) -> str:
+    rows = {r.name: r for r in res.rows}
+    show = [n for n in ("direction ablation (AS)", "ours, global", "greedy minimal set", "random (K*)") if n in rows]
+    return f"{res.n_refused} refused held-out prompts; complied: " + ", ".join(
+        f"{n} {rows[n].complied}/{rows[n].n}" for n in show)
+
+
+SEARCH_TABLE = Stage(
+    "search_table", SearchTableConfig, _run_table, _plan_table, _check_table, requires=lambda cfg: ("search",),
+    datasets=lambda cfg: (*cfg.datasets, "harmless_test"), uses_saes=True, summary=_sum_table, report=("search",),
+    results={"search_table": "refusal_sae.search.table:SearchTable"},
+    doc="the search's held-out comparison table: ours vs direction ablation, baselines and random controls (Wilson "
+        "CIs, capability cost, McNemar)")
+
+
+# --- stages 3-4: interactions, dormant --------------------------------------------------------------------------
+# Both read the search's results (search/candidates, choice, greedy) and the held-out prompts the unclamped model
+# refuses (search/heldout: judged once, by whichever runs first, or taken from search_table when it judged the same
+# prompts the same way). Their settings: refusal_sae.search.config; docs/interactions.md.
+FM_SPLITS = ("harmful_train", "harmless_train", "harmful_val", "harmless_val", "harmless_test")
+HELDOUT_USERS = ("interactions", "dormant")
+
+
+def _unless_empty(run: Callable[[], Any]) -> Any:
+    from refusal_sae.search.interactions import EmptyMinimalSetError
+
+    try:
+        return run()
+    except EmptyMinimalSetError as e:
+        return NotRun(str(e))
+
+
+def _n_heldout(ctx: CheckContext, cfg: InteractionsConfig | DormantConfig) -> int:
+    return sum(ctx.size(d, cfg.n_heldout) for d in cfg.datasets)
+
+
+def _check_heldout_shared(ctx: CheckContext, name: str, cfg: InteractionsConfig | DormantConfig) -> None:
+    """Both stages share search/heldout: with different held-out settings each would replace the other's, and a
+    resumed run would judge the held-out prompts again every time."""
+    other = next((s for s in HELDOUT_USERS if s != name and s in ctx.config.stages), None)
+    if other is None:
+        return
+    mine, theirs = heldout_settings(cfg), heldout_settings(ctx.config.stage_configs[other])
+    if mine != theirs:
+        diff = ", ".join(f"{k} {mine.get(k)!r} vs {theirs.get(k)!r}" for k in sorted(set(mine) | set(theirs))
+                         if mine.get(k) != theirs.get(k))
+        raise ConfigError(f"{name} and {other} share the held-out prompts the model refuses (search/heldout), but "
+                          f"their settings differ ({diff}); set datasets, n_heldout, seed, judge and max_new_tokens "
+                          "alike in both sections")
+
+
+def _plan_heldout(ctx: CheckContext, name: str, cfg: InteractionsConfig | DormantConfig) -> list[PlanRow]:
+    """The held-out judging, counted once: in the first of the two stages, unless search_table's judgements fit."""
+    if next(s for s in ctx.config.stages if s in HELDOUT_USERS) != name:
+        return []
+    n = _n_heldout(ctx, cfg)
+    table = ctx.config.stage_configs.get("search_table") if "search_table" in ctx.config.stages else None
+    search = ctx.config.stage_configs["search"]
+    if table is not None and table_judged_same(heldout_settings(cfg), {"datasets": table.datasets, "n": table.n},
+                                               {"seed": search.seed, "judge": search.judge,
+                                                "max_new_tokens": search.max_new_tokens}):
+        return [PlanRow(name, f"held-out refusals: {n} prompts, search_table's judgements reused", n, 0)]
+    return [PlanRow(name, f"held-out refusals: which of {n} prompts the model refuses, judged", n, n,
+                    n * cfg.max_new_tokens)]
+
+
+def _check_interactions(ctx: CheckContext, cfg: InteractionsConfig) -> None:
+    from refusal_sae.scoring.judge import get_judge
+
+    search = ctx.config.stage_configs["search"]
+    cfg.validate(max(search.top_k) + cfg.pool_size)  # the minimal set is at most K*: the pool at most this
+    get_judge(cfg.judge)
+    _check_heldout_shared(ctx, "interactions", cfg)
+
+
+def _sweep_ks(cfg: InteractionsConfig, pool_max: int) -> tuple[str, int]:
+    """The K values as text and how many (an upper bound when they follow the minimal set's size)."""
+    if cfg.k_values is not None:
+        return "K " + ",".join(map(str, cfg.k_values)), len(cfg.k_values)
+    n = max(1, pool_max - 1).bit_length() + 1
+    return f"≤{n} K (minimal size doubled, pool)", n
+
+
+def _plan_interactions(ctx: CheckContext, cfg: InteractionsConfig) -> list[PlanRow]:
+    search = ctx.config.stage_configs["search"]
+    held = _n_heldout(ctx, cfg)
+    train = ctx.size("harmful_train", cfg.n_train) + ctx.size("harmless_train", cfg.n_train)
+    val = ctx.size("harmful_val", cfg.n_val) + ctx.size("harmless_val", cfg.n_val)
+    test = held + ctx.size("harmless_test", cfg.n_test_harmless)  # at most: the held-out prompts the model refuses
+    rows = train + val + test
+    ks, n_k = _sweep_ks(cfg, max(search.top_k) + cfg.pool_size)
+    n = min(cfg.n_sweep, held)
+    sets = 1 + n_k * (2 + cfg.n_random)  # the minimal set; per K: FM, probe, random draws (identical sets once)
+    # rows: codes unclamped and clamped, refusal scores unclamped and clamped
+    return [*_plan_heldout(ctx, "interactions", cfg),
+            PlanRow("interactions", f"FM rows: {train} train, {val} val, ≤{test} test prompts × (unclamped, clamped)",
+                    rows, 4 * rows),
+            PlanRow("interactions", f"FM vs probe; K sweep: {ks} × FM, probe, {cfg.n_random} random", n, n * sets,
+                    n * sets * cfg.max_new_tokens)]
+
+
+def _run_interactions(ctx, cfg: InteractionsConfig):
+    from refusal_sae.search.interactions import run_interactions_stage
+
+    return _unless_empty(lambda: run_interactions_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir))
+
+
+def _sum_interactions(res) -> str:
+    data, model, sweep = res
+    fm, probe = model.metrics["FM"]["test"], model.metrics["linear probe"]["test"]
+    rows = {(r.k, r.ranking): r for r in sweep.rows}
+    per_k = "; ".join(f"K {k}: complied FM {rows[k, 'FM'].complied}, probe {rows[k, 'linear probe'].complied}, random "
+                      f"{rows[k, 'random'].complied / max(rows[k, 'random'].n, 1) * len(sweep.prompts):.1f} of "
+                      f"{len(sweep.prompts)}" for k in sweep.ks[:3])
+    return (f"pool {len(data.pool)}; held-out AUC FM {fm.auc.value:.2f} vs probe {probe.auc.value:.2f}; {per_k}"
+            + (" …" if len(sweep.ks) > 3 else ""))
+
+
+INTERACTIONS = Stage(
+    "interactions", InteractionsConfig, _run_interactions, _plan_interactions, _check_interactions,
+    requires=lambda cfg: ("search",), datasets=lambda cfg: (*FM_SPLITS, *cfg.datasets), uses_saes=True,
+    summary=_sum_interactions, report=("interactions",),
+    results={"refused_prompts": "refusal_sae.search.interactions:RefusedPrompts",
+             "interactions_data": "refusal_sae.search.interactions:InteractionData",
+             "interactions_fm": "refusal_sae.search.interactions:InteractionModel",
+             "interactions_ksweep": "refusal_sae.search.interactions:KSweepResult"},
+    doc="feature interactions: a factorization machine vs a linear probe over the features left active by the minimal "
+        "set's clamp, top pairs, and the K sweep (FM vs probe vs random sets, held out)")
+
+
+def _check_dormant(ctx: CheckContext, cfg: DormantConfig) -> None:
+    from refusal_sae.scoring.judge import get_judge
+
+    cfg.validate()
+    get_judge(cfg.judge)
+    _check_heldout_shared(ctx, "dormant", cfg)
+
+
+def _plan_dormant(ctx: CheckContext, cfg: DormantConfig) -> list[PlanRow]:
+    s = ctx.config.stage_configs["search"]
+    n = min(cfg.n_prompts, _n_heldout(ctx, cfg))
+    k = max(s.top_k)  # the found sets hold at most K* features
+    sets, members = len(cfg.sets), len(cfg.sets) * k
+    # per set: judged once and its members' activity read twice; on the prompts it flips (≤ n) the whole set and every
+    # removal scored, and each removal (at most) judged
+    silent = PlanRow("dormant", f"critical-but-silent: {'/'.join(cfg.sets)} set on {n} held-out refused", n,
+                     n * (3 * sets) + n * (sets + members) + n * members, n * (sets + members) * cfg.max_new_tokens)
+    newly = PlanRow("dormant", f"newly active: minimal set + {cfg.n_random} random clamp(s), by position", n,
+                    2 * n * (1 + cfg.n_random))
+    rows = [*_plan_heldout(ctx, "dormant", cfg), silent, newly]
+    if cfg.max_rounds:
+        n_attr = ctx.size("harmful_train", cfg.n_attribution or s.n_attribution)
+        n_val = ctx.size("harmful_val", cfg.n_val or s.n_val)
+        ig = cfg.ig_steps or s.ig_steps
+        greedy = -(-k // s.greedy_block) + k  # block pass, then single features (upper bound)
+        judged = (cfg.max_rounds + 1) * (1 + cfg.n_random) * n_val
+        rows.append(PlanRow("dormant", f"≤{cfg.max_rounds} round(s): LA-IG {ig} steps on {n_attr}, greedy, judged on "
+                                       f"≤{n_val} harmful_val", n_attr + n_val,
+                            n_val + (cfg.max_rounds + 1) * (n_attr + n_val) + judged
+                            + cfg.max_rounds * n_attr * (3 * ig + 2 + 1 + greedy * s.greedy_seeds),
+                            (n_val + judged) * cfg.max_new_tokens))
+    return rows
+
+
+def _run_dormant(ctx, cfg: DormantConfig):
+    from refusal_sae.search.dormant import run_dormant_stage
+
+    return _unless_empty(lambda: run_dormant_stage(ctx.handle, ctx.saes(), ctx.run, cfg, ctx.data_dir))
+
+
+def _sum_dormant(res) -> str:
+    silent, newly, rounds = res
+    crit = ", ".join(f"{s.set_name} {s.silent_critical} of {s.silent_pairs} silent (active {s.active_critical} of "
+                     f"{s.active_pairs})" for s in silent.summaries)
+    rnd = sum(r.pairs for r in newly.random) / max(1, len(newly.random))
+    out = f"critical: {crit}; newly active pairs {newly.minimal.pairs} (random {rnd:.0f})"
+    if rounds is not None:
+        out += "; complied by round " + ", ".join(f"{r.complied}/{r.val_n}" for r in rounds.rows)
+    return out
+
+
+DORMANT = Stage(
+    "dormant", DormantConfig, _run_dormant, _plan_dormant, _check_dormant, requires=lambda cfg: ("search",),
+    datasets=lambda cfg: (*cfg.datasets, *(("harmful_train", "harmful_val") if cfg.max_rounds else ())),
+    uses_saes=True, summary=_sum_dormant, report=("dormant",),
+    results={"dormant_silent": "refusal_sae.search.dormant:SilentResult",
+             "dormant_newly_active": "refusal_sae.search.dormant:NewlyActiveResult",
+             "dormant_rounds": "refusal_sae.search.dormant:RoundsResult"},
+    doc="dormant features: critical-but-silent members of the found sets, features the clamp wakes (by position), "
+        "rounds of re-search")
+
+

@@ -23,7 +23,7 @@ from refusal_sae.interventions.engine import InterventionEngine
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.runs import StageResult
 from refusal_sae.saes.loading import SaeSet
-from refusal_sae.scoring.compare import compare_labels
+from refusal_sae.scoring.compare import PairedRow
 from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge
 from refusal_sae.scoring.stats import wilson_interval
 from refusal_sae.search.attribution import la_ig
@@ -47,18 +47,6 @@ class TableRow:
     harmless_refused: int | None = None
     harmless_n: int | None = None
     draws: list[float] = field(default_factory=list)  # random controls: complied rate of each draw
-
-
-@dataclass
-class PairedRow:
-    a: str
-    b: str
-    n: int
-    complied_a: int
-    complied_b: int
-    only_a: int
-    only_b: int
-    p_value: float
 
 
 @dataclass
@@ -163,6 +151,5 @@ def build_table(handle: ModelHandle, saes: SaeSet, engine: InterventionEngine, j
     paired = []
     for a in ("ours, global", "ours, per-prompt"):
         for b in ("direction ablation (AS)", "CosSim", "ActDiff", "AP", "greedy minimal set"):
-            pc = compare_labels(list(prompts), by_name[a], by_name[b])
-            paired.append(PairedRow(a, b, pc.n, pc.count_a, pc.count_b, pc.only_a, pc.only_b, pc.p_value))
+            paired.append(PairedRow.compare(a, b, prompts, by_name[a], by_name[b]))
     return SearchTable(list(datasets), len(clean), len(prompts), k, c, rows, paired, generations)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 from refusal_sae.errors import DataError
+from refusal_sae.runs.io import jsonl_objects
 from refusal_sae.scoring.labels import LabelledAnswer
 
 PUBLIC_SETS = ("gptfuzz", "xstest", "jailjudge_mini", "jailbreakeval_example")
@@ -88,16 +88,8 @@ def read_label_file(path: str | Path, name: str | None = None, split: str | None
         raise DataError(f"unknown split {split!r}; expected one of {PUBLIC_SPLITS}")
     name = name or (path.parent.name if path.name.startswith("rows.") else path.name.split(".")[0])
     out: list[LabelledAnswer] = []
-    for n, line in enumerate(_open_lines(path), 1):
-        if not line.strip():
-            continue
+    for n, row in jsonl_objects(_open_lines(path), path):
         where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: malformed JSON: {e.msg}") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object")
         if str(row.get("label", "")).lower() == "partial":
             continue
         instruction = _first(row, _PROMPT_KEYS, "instruction", where)
