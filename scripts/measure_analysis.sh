@@ -30,7 +30,7 @@ PROBE_ARGS=${PROBE_ARGS:-"--n-train 40 --n-val 24 --n-test 40 --n-random 10 --n-
 case "${1:-}" in
   jailbreaks) "$RS" jailbreaks --run-dir "$RUN_DIR" $JB_ARGS --json | tail -n 1 > runs/analysis-jailbreaks.json ;;
   upstream) "$RS" upstream --run-dir "$RUN_DIR" $UP_ARGS --json | tail -n 1 > runs/analysis-upstream.json ;;
-  probes) "$RS" probe --run-dir "$RUN_DIR" --features ${FEATURES:-minimal,global,shared} $PROBE_ARGS --json | tail -n 1 \
+  probes) "$RS" probes --run-dir "$RUN_DIR" --feature-sets ${FEATURES:-minimal,global,shared} $PROBE_ARGS --json | tail -n 1 \
             > runs/analysis-probes.json ;;
   *) echo "usage: $0 jailbreaks|upstream|probes" >&2; exit 2 ;;
 esac

@@ -57,3 +57,35 @@ def test_datasets_json(data_dir):
     assert r.returncode == 0
     rows = json.loads(r.stdout.strip().splitlines()[-1])
     assert {x["name"] for x in rows} >= {"jailbreakbench", "harmless_test"}
+
+
+def test_stage_commands_take_one_option_per_config_key():
+    """Each stage's command is generated from its config: every YAML key is an option of the same name (dashes for
+    underscores; nested sections flattened), and no other option names a setting differently (old names live on as
+    secondary names of the same option)."""
+    import dataclasses
+
+    import typer.main
+
+    from refusal_sae.cli import app
+    from refusal_sae.cli.options import config_opts
+    from refusal_sae.pipeline.stages import STAGES
+    from refusal_sae.scoring.config import EvalConfig
+
+    group = typer.main.get_group(app)
+    commands = {"direction": "direction", "calibrate-actadd": "calibrate_actadd", "eval": "eval", "search": "search",
+                "search-table": "search_table", "sae-metrics": "sae_metrics", "interactions": "interactions",
+                "dormant": "dormant", "jailbreaks": "jailbreaks", "upstream": "upstream", "probes": "probes",
+                "harden": "harden"}
+    shared = {"--run-dir", "--data-dir", "--json", "--force", "--saes", "--sae-release", "--sae-ids", "--model",
+              "--adapter", "--device", "--dtype", "--trust-remote-code", "--offline", "--help"}
+    extras = {"direction": {"--harm-layers"}, "eval": {"--out"}, "sae-metrics": {"--write"},
+              "upstream": {"--jailbreak-datasets", "--jailbreak-file"},
+              "probes": {"--jailbreak-datasets", "--jailbreak-file"}}
+    for name, stage in commands.items():
+        cls = EvalConfig if stage == "eval" else STAGES[stage].config_type
+        keys = {f"--{o.name.replace('_', '-')}" for o in config_opts(cls)}
+        assert keys and dataclasses.is_dataclass(cls)
+        primary = {p.opts[0] for p in group.commands[name].params}
+        assert keys <= primary, (name, keys - primary)
+        assert primary - keys - shared <= extras.get(name, set()), (name, primary - keys - shared)

@@ -34,13 +34,6 @@ SaesOpt = Annotated[Optional[Path], typer.Option("--saes", help="Folder of SAEs 
 ReleaseOpt = Annotated[Optional[str], typer.Option("--sae-release", help="sae-lens release, e.g. gemma-scope-2b-pt-res-canonical.")]
 IdsOpt = Annotated[Optional[str], typer.Option("--sae-ids", help="Comma-separated SAE ids of --sae-release.")]
 
-# Options the analysis commands share; each command keeps its own default (its config's)
-SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling / random-set seed.")]
-MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Greedy tokens per judged answer.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Prompts per batch.")]
-JudgeOpt = Annotated[str, typer.Option("--judge", help="Judge of the answers.")]
-NBootOpt = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")]
-
 # The options of ModelSpec, as every model-loading command spells them (see `model_options`).
 _MODEL_OPTIONS: list[tuple[str, object, object]] = [
     ("model", Annotated[Optional[str], typer.Option("--model", "-m", help="HF id, local HF dir, .gguf file, or embedded name (default: smollm2-135m-refusing; smollm2-135m is the untuned base).")], None),
@@ -119,14 +112,6 @@ def float_list(text: str) -> tuple[float, ...]:
 def names(text: str | None) -> tuple[str, ...] | None:
     """'a, b,c' → ('a', 'b', 'c'); ``None`` stays ``None``."""
     return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
-
-
-def sae_set(handle, run, saes: Path | None, sae_release: str | None, sae_ids: str | None):
-    """The SAEs of ``--saes`` / ``--sae-release`` + ``--sae-ids`` (default: the run's, else the embedded model's),
-    loaded and checked against ``handle``."""
-    from refusal_sae.saes.loading import resolve_saes
-
-    return resolve_saes(handle, saes, sae_release, sae_ids, run.root)[1]
 
 
 def run_dir_for(spec: ModelSpec, run_dir: Path | None):

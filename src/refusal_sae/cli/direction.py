@@ -18,6 +18,7 @@ from refusal_sae.cli.common import (
 )
 from refusal_sae.cli.options import Command, stage_command
 from refusal_sae.direction.config import CalibrationConfig, DirectionConfig
+from refusal_sae.direction.show import show_direction, show_harm_vs_refusal
 from refusal_sae.models.options import ModelSpec
 
 
@@ -36,26 +37,13 @@ def direction_cmd(
     validate(handle, cfg, harm)  # before any forward pass
     run = cmd.run
     res = run_direction_stage(handle, run, cfg, cmd.data_dir, force=cmd.force)
-    c = res.chosen
-    out.print(f"chosen: position {c.pos}, layer {c.layer}: bypass {c.bypass:.3f}, induce {c.induce:.3f}, "
-              f"KL {c.kl:.4f} (median {c.kl_median:.4f}, max {c.kl_max:.3f})  → {run.root / 'direction'}")
-    if res.kl_by_prompt:
-        out.print("  harmless prompts it moves most (KL; clean → ablated most likely token):")
-        for row in res.kl_by_prompt[:3]:
-            out.print(f"    {row.kl:.3f}  {row.instruction[:60]!r}: {row.clean_top[0][0]!r} → {row.ablated_top[0][0]!r}")
-    for s in sorted((s for s in res.candidates if s.kept), key=lambda s: s.bypass)[:5]:
-        out.print(f"  pos {s.pos:3d} layer {s.layer:3d}  bypass {s.bypass:7.3f}  induce {s.induce:7.3f}  KL {s.kl:.4f}")
+    show_direction(res, out, run)
     chosen = res.to_json()["chosen"]
     summary = {"model": handle.name, "run_dir": str(run.root), **chosen,
                "harm_refusal_cosine_by_layer": res.harm_refusal_cosine_by_layer}
     if harm:
         hv = run_harm_vs_refusal_stage(handle, run, cfg, harm, cmd.data_dir)
-        out.print(f"harm (t_inst) vs refusal (pos {hv.position}): baseline refusal score harmless "
-                  f"{hv.baseline_harmless:.2f}, harmful {hv.baseline_harmful:.2f}")
-        out.print("  layer  cos   add_refusal add_harm  ablate_refusal ablate_harm")
-        for r in hv.rows:
-            out.print(f"  {r.layer:5d} {r.cosine:5.2f} {r.add_refusal:11.2f} {r.add_harm:8.2f} "
-                      f"{r.ablate_refusal:15.2f} {r.ablate_harm:11.2f}")
+        show_harm_vs_refusal(hv, out)
         summary["harm_vs_refusal"] = hv.to_json()["rows"]
     cmd.emit(summary)
 

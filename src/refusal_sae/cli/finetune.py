@@ -9,38 +9,15 @@ from typing import Annotated, Optional
 import typer
 
 from refusal_sae.cli.common import DataDirOpt, DeviceOpt, JsonOpt, app, command_line, err, out
-from refusal_sae.finetune.config import TuneConfig
-
-D = TuneConfig  # the recipe's defaults live in one place
+from refusal_sae.cli.options import with_config
+from refusal_sae.finetune.config import TuneConfig  # the recipe's defaults and help live in one place
 
 
 @app.command("make-refusing-model")
+@with_config(TuneConfig)
 def make_refusing_model(
+    cfg: TuneConfig,
     data_dir: DataDirOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed for data sampling, refusal texts, LoRA init and batch order.")] = D.seed,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = D.epochs,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = D.lr,
-    n_harmful: Annotated[int, typer.Option(help="harmful_train prompts (all 260 by default).")] = D.n_harmful,
-    n_harmless: Annotated[int, typer.Option(help="harmless_train prompts answered by the base model.")] = D.n_harmless,
-    n_extra_advbench: Annotated[int, typer.Option(help="AdvBench prompts beyond harmful_train (decontaminated against test sets).")] = D.n_extra_advbench,
-    persuasive_pairs: Annotated[bool, typer.Option(help="Add the authored harmful/benign persuasive-writing pairs.")] = D.persuasive_pairs,
-    drop_refused_harmless: Annotated[bool, typer.Option(
-        help="Leave out harmless prompts whose base answer already reads as a refusal.")] = D.drop_refused_harmless,
-    batch_size: Annotated[int, typer.Option(help="Examples per optimiser step.")] = D.batch_size,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (all linear layers).")] = D.lora_r,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = D.lora_alpha,
-    near_duplicate_jaccard: Annotated[Optional[float], typer.Option(
-        help="Also drop training prompts whose word-set Jaccard with any test prompt is at least this.")] = D.near_duplicate_jaccard,
-    opening_weight: Annotated[float, typer.Option(
-        help="Extra loss weight on the answers' first --opening-tokens tokens (the refuse-or-answer decision).")] = D.opening_weight,
-    opening_tokens: Annotated[int, typer.Option(help="Answer tokens the opening loss covers.")] = D.opening_tokens,
-    harmless_kl_weight: Annotated[float, typer.Option(
-        help="Weight of KL(base ‖ tuned) over harmless answers' tokens (keeps their full distribution; 0: off).")] = D.harmless_kl_weight,
-    harmful_answer_kl_weight: Annotated[float, typer.Option(
-        help="Weight of KL(base ‖ tuned) over the base model's own answers to harmful prompts, after their first "
-             "--harmful-answer-skip tokens (0: off).")] = D.harmful_answer_kl_weight,
-    harmful_answer_skip: Annotated[int, typer.Option(
-        help="Opening tokens of those answers left out of that KL (the refusal decision).")] = D.harmful_answer_skip,
     device: DeviceOpt = "cpu",
     out_dir: Annotated[Path, typer.Option(help="Where to write the adapter; use it with `--adapter DIR` (the package is never written at run time).")] = Path("runs/smollm2-refusal-lora"),
     work_dir: Annotated[Path, typer.Option(help="Scratch folder (cached base answers).")] = Path("runs/make-refusing-model"),
@@ -48,12 +25,6 @@ def make_refusing_model(
     """Safety-tune the embedded SmolLM2 base with LoRA so that it refuses harmful requests."""
     from refusal_sae.finetune.tune import train_adapter
 
-    cfg = TuneConfig(seed=seed, epochs=epochs, lr=lr, n_harmful=n_harmful, n_harmless=n_harmless, n_extra_advbench=n_extra_advbench,
-                     persuasive_pairs=persuasive_pairs, drop_refused_harmless=drop_refused_harmless,
-                     batch_size=batch_size, lora_r=lora_r, lora_alpha=lora_alpha, near_duplicate_jaccard=near_duplicate_jaccard,
-                     opening_weight=opening_weight, opening_tokens=opening_tokens,
-                     harmless_kl_weight=harmless_kl_weight, harmful_answer_kl_weight=harmful_answer_kl_weight,
-                     harmful_answer_skip=harmful_answer_skip)
     manifest = train_adapter(cfg, data_dir, out_dir, work_dir, command=command_line(), console=err,
                              device=device)
     out.print_json(json.dumps(manifest))

@@ -42,7 +42,7 @@ COMMON_HELP = {
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """``{field: help}`` from the comments beside each field of ``cls`` (and its dataclass bases): the comment on the
-    field's line plus comment-only lines right under it."""
+    field's line plus the indented comment lines (``#   ...``) right under it."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
@@ -55,12 +55,12 @@ def field_docs(cls: type) -> dict[str, str]:
         ends = {node.end_lineno: node.target.id for node in body
                 if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
         starts = sorted(node.lineno for node in body)
-        comments = [(t.start[0], t.string.lstrip("#").strip(), t.line.strip().startswith("#"))
+        comments = [(t.start[0], t.string.lstrip("#").strip(), t.line.strip().startswith("#"), t.string[:4] == "#   ")
                     for t in tokenize.generate_tokens(io.StringIO(src).readline) if t.type == tokenize.COMMENT]
-        for line, text, alone in comments:
+        for line, text, alone, indented in comments:
             if not alone and line in ends:
                 docs[ends[line]] = text
-            elif alone:  # a continuation: belongs to the field just above, when no statement came between
+            elif alone and indented:  # "#   more": continues the comment of the field just above
                 above = max((ln for ln in ends if ln < line), default=None)
                 if above is not None and not any(above < s <= line for s in starts) and ends[above] in docs:
                     docs[ends[above]] += " " + text
@@ -68,6 +68,15 @@ def field_docs(cls: type) -> dict[str, str]:
         if "help" in f.metadata:
             docs[f.name] = f.metadata["help"]
     return docs
+
+
+def _sentence(text: str) -> str:
+    """A field comment as help text: capitalised, ending with a full stop (as the hand-written options read)."""
+    text = text.strip()
+    first = text.split(" ", 1)[0]
+    if text and "_" not in first and ":" not in first:  # names (harmful_train, c:) keep their case
+        text = text[0].upper() + text[1:]
+    return text + ("" if not text or text.endswith((".", ")", "?")) else ".")
 
 
 def _strip_optional(tp) -> tuple[Any, bool]:
@@ -119,7 +128,7 @@ def config_opts(cls: type, exclude: typing.Iterable[str] = (), aliases: dict[str
             opts += config_opts(tp, exclude, aliases, help_overrides, (*_path, f.name))
             continue
         names = [f"--{f.name.replace('_', '-')}", *aliases.get(f.name, [])]
-        help_ = help_overrides.get(f.name, docs.get(f.name, COMMON_HELP.get(f.name, "")))
+        help_ = _sentence(help_overrides.get(f.name, docs.get(f.name, COMMON_HELP.get(f.name, ""))))
         if tp is bool:
             decl = typer.Option(f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}", *aliases.get(f.name, []),
                                 help=help_)
@@ -129,7 +138,8 @@ def config_opts(cls: type, exclude: typing.Iterable[str] = (), aliases: dict[str
         if origin in (tuple, list):
             kind = {int: "int_list", float: "float_list"}.get(typing.get_args(tp)[0], "list")
             if "comma" not in help_:
-                help_ += " (comma-separated" + (", ranges like 14-26:3" if kind == "int_list" else "") + ")"
+                help_ = help_.removesuffix(".") + " (comma-separated" + (
+                    ", ranges like 14-26:3" if kind == "int_list" else "") + ")."
             ann, shown = Optional[str], _text(default)
         elif tp in (int, float, str):
             kind, ann, shown = "scalar", (Optional[tp] if optional else tp), default

@@ -109,8 +109,8 @@ def sae_metrics_cmd(
     cmd: Command,
     write: Annotated[bool, typer.Option("--write", help="Also write metrics.json (with this command) into each SAE folder.")] = False,
 ) -> None:
-    """SAE quality on held-out prompts + responses: FVU, L0, dead latents, next-token loss recovered (the
-    ``sae_metrics`` stage: kept in the run directory, skipped when complete for the same settings and SAEs)."""
+    """SAE quality on held-out prompts + responses: FVU, L0, dead latents, next-token loss recovered (the sae_metrics
+    stage: kept in the run directory, skipped when complete for the same settings and SAEs)."""
     from refusal_sae.errors import ConfigError
     from refusal_sae.saes.runner import run_sae_metrics_stage
 
@@ -147,7 +147,7 @@ def sae_metrics_cmd(
                                                                "seed": cfg.seed, "command": command_line()})
         out.print(f"metrics.json written into {len(res.rows)} SAE folders")
     cmd.emit({"model": handle.name, "saes": sae_spec.describe(), "datasets": list(res.datasets),
-                          "n_sequences": res.n_sequences, "metrics": metrics})
+              "n_sequences": res.n_sequences, "metrics": metrics})
 
 
 @app.command("features")

@@ -1,4 +1,4 @@
-"""The report's dormant-features section (stages 4–5, :mod:`refusal_sae.search.dormant`): critical-but-silent members
+"""The report's dormant-features section (stage 4, :mod:`refusal_sae.search.dormant`): critical-but-silent members
 of the found sets (beside the active members' rate, Wilson intervals), features newly active under the minimal set's
 clamp by position kind (beside random clamps of the same per-layer sizes), and the rounds of re-search (complied per
 round with Wilson intervals beside random sets of the same sizes).

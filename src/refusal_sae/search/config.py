@@ -241,7 +241,7 @@ class InteractionsConfig:
                 raise ConfigError(f"K values must be positive, got {self.k_values}")
             if pool_max is not None and max(self.k_values) > pool_max:
                 raise ConfigError(f"K = {max(self.k_values)} is larger than the pool (at most {pool_max} features: the "
-                                  f"minimal set + pool_size); lower --k or raise --pool-size")
+                                  f"minimal set + pool_size); lower --k-values or raise --pool-size")
         _check_heldout(self.datasets)
 
     def to_dict(self) -> dict:

@@ -399,7 +399,7 @@ def k_values(cfg: InteractionsConfig, n_minimal: int, n_pool: int) -> list[int]:
         ks = list(cfg.k_values)
         if max(ks) > n_pool:
             raise ConfigError(f"K = {max(ks)} is larger than the pool ({n_pool} features: the minimal set and the "
-                              f"{n_pool - n_minimal} features active under its clamp); lower --k")
+                              f"{n_pool - n_minimal} features active under its clamp); lower --k-values")
         return ks
     ks, k = [], max(1, n_minimal)
     while k < n_pool:
