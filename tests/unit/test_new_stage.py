@@ -106,8 +106,8 @@ def test_a_new_stage_gets_a_generated_cli_command(registered, tiny_dir, data_dir
         res = count_lengths(cmd.load(), cmd.run, cfg, cmd.data_dir)
         cmd.emit({"lengths": res.lengths})
 
-    help_text = CliRunner().invoke(app, ["--help"]).output
-    assert "--dataset" in help_text and "--n" in help_text and "prompt set whose lengths are counted" in help_text
+    help_text = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "--dataset" in help_text and "--n" in help_text and "Prompt set whose lengths are counted." in help_text
     r = CliRunner().invoke(app, ["--model", str(tiny_dir), "--device", "cpu", "--run-dir", str(tmp_path / "r"),
                                  "--data-dir", str(data_dir), "--n", "3", "--json"])
     assert r.exit_code == 0, (r.output, r.exception)

@@ -25,7 +25,7 @@ def _table(cfg, datasets: str | None, file: str | None):
 
 
 @app.command("jailbreaks")
-@stage_command(JailbreaksConfig, force=True, aliases={"neutral_control": ["--control/--no-control"]})
+@stage_command(JailbreaksConfig, force=True)
 def jailbreaks_cmd(
     cfg: JailbreaksConfig,
     cmd: Command,

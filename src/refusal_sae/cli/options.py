@@ -72,7 +72,8 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def _sentence(text: str) -> str:
     """A field comment as help text: capitalised, ending with a full stop (as the hand-written options read)."""
-    text = text.strip()
+    text = text.strip().replace("(None: ", "(unset: ").replace("; None: ", "; unset: ")
+    text = "Unset: " + text[len("None: "):] if text.startswith("None: ") else text
     first = text.split(" ", 1)[0]
     if text and "_" not in first and ":" not in first:  # names (harmful_train, c:) keep their case
         text = text[0].upper() + text[1:]
