@@ -88,8 +88,10 @@ def build_tiny(kind: str, seed: int = 0):
 
     torch.manual_seed(seed)
     tok = build_tokenizer("chatml" if kind == "llama" else "gemma")
+    # context 1024: above the longest shared-dataset prompt in this tokenizer (~360 tokens), as `run` refuses prompts
+    # longer than a model's context; RoPE has no position weights, so the weights are those of any other context
     common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
                   pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     if kind == "llama":
         cfg = LlamaConfig(**common, tie_word_embeddings=False)

@@ -76,3 +76,48 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, data_dir):
     if browser_missing() is None:
         res = check_in_browser(run / "report.html", tmp_path / "demo.png")
         assert res.drawn == res.figures >= 14 + 7 + 7 and res.errors == []  # interactions 4, dormant 3; analyses 1 + 2 + 2 + 2
+    _repair_a_damaged_copy(run, args, tmp_path)
+
+
+def _results(run) -> dict[str, object]:
+    """Every result's deterministic content: the ``data`` of result.json and the bytes of tensors and row files."""
+    out: dict[str, object] = {}
+    for p in sorted(run.rglob("*")):
+        rel = p.relative_to(run).as_posix()
+        if p.name == "result.json":
+            out[rel] = json.loads(p.read_text())["data"]
+        elif p.suffix in (".safetensors", ".jsonl") and not rel.startswith("saes/"):
+            out[rel] = p.read_bytes()
+    return out
+
+
+def _repair_a_damaged_copy(run, args, tmp_path) -> None:
+    """A copy of the finished demo with three kinds of damage: the report marks them, `run` names and recomputes
+    exactly those, and every result ends byte-identical to the intact run's."""
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(run, copy)
+    (copy / "direction" / "tensors.safetensors").unlink()
+    ev = sorted(copy.glob("eval/*/rows.jsonl"))[0]
+    ev.write_bytes(ev.read_bytes()[: len(ev.read_bytes()) // 2])
+    (copy / "manifest.json").write_text("garbage{")
+    r = subprocess.run([sys.executable, "-m", "refusal_sae", "report", str(copy)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "manifest.json: unreadable; rebuilt from the" in r.stdout
+    page = (copy / "report.html").read_text()
+    assert page.count("damaged: rerun") >= 2 and "tensors.safetensors missing" in page
+    dry = subprocess.run([a if a != str(run) else str(copy) for a in args] + ["--dry-run"], capture_output=True,
+                         text=True, timeout=600)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "repair   direction (direction): damaged, tensors.safetensors missing" in dry.stdout
+    assert f"repair   {ev.parent.relative_to(copy).as_posix()} (eval)" in dry.stdout
+    r = subprocess.run([a if a != str(run) else str(copy) for a in args], capture_output=True, text=True, timeout=2400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "direction: damaged (tensors.safetensors missing): recomputing" in r.stdout
+    assert f"{ev.parent.relative_to(copy).as_posix()}: damaged (rows.jsonl" in r.stdout
+    assert r.stdout.count(": damaged (") == 2
+    a, b = _results(run), _results(copy)
+    assert sorted(a) == sorted(b)
+    assert [k for k in a if a[k] != b[k]] == []

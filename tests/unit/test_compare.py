@@ -64,3 +64,18 @@ def test_compare_cli_pools_pairs(tmp_path):
     assert r.returncode == 2 and "pairs" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("compare", files[0], files[2])  # different prompts
     assert r.returncode == 2 and "different prompt" in r.stderr
+
+
+def test_group_counts_pairs_old_and_new_judge_per_condition():
+    from refusal_sae.scoring.compare import group_counts
+
+    rows = [{"row": "ours", "previous_judgement": "complied", "judgement": "degenerate"},
+            {"row": "ours", "previous_judgement": "complied", "judgement": "complied"},
+            {"row": "ours", "previous_judgement": "refused", "judgement": "complied"},
+            {"row": "random", "previous_judgement": "refused", "judgement": "refused"}]
+    ours, rnd = group_counts(rows, "row")
+    assert (ours["group"], ours["n"], ours["complied_before"], ours["complied_after"]) == ("ours", 3, 2, 2)
+    assert (ours["only_before"], ours["only_after"], ours["p_value"]) == (1, 1, 1.0)
+    assert (ours["refused_before"], ours["refused_after"]) == (1, 0) and rnd["complied_after"] == 0
+    with pytest.raises(DataError, match="--by family"):
+        group_counts(rows, "family")

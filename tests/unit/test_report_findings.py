@@ -5,6 +5,7 @@ typed results it loads, and a report that still renders when results are missing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -125,7 +126,11 @@ def test_report_renders_when_results_are_missing_or_unreadable(tmp_path, run_roo
         shutil.rmtree(root / stage)
     (root / "eval" / "tiny__jailbreakbench__ablate" / "rows.jsonl").unlink()  # a result missing its row file
     info = json.loads((root / "search" / "greedy" / "result.json").read_text())
-    (root / "search" / "greedy" / "result.json").write_text(json.dumps(info | {"schema": 99}))  # an older schema
+    (root / "search" / "greedy" / "result.json").write_text(json.dumps(info | {"schema": 99}))  # another schema,
+    manifest = json.loads((root / "manifest.json").read_text())  # as a newer version would write it: hashes agree
+    manifest["stages"]["search/greedy"]["files"]["result.json"] = hashlib.sha256(
+        (root / "search" / "greedy" / "result.json").read_bytes()).hexdigest()
+    (root / "manifest.json").write_text(json.dumps(manifest))
     page = render_report(root).read_text()
     ids = _ids(page)
     assert ids[0] == "findings" and '<section id="direction" class="off">' in page

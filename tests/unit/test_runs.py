@@ -46,7 +46,8 @@ def test_result_roundtrip_with_tensors_rows_and_nan(tmp_path):
     assert torch.equal(back.vector, r.vector) and back.best == r.best and back.pair == (2, 3)
     assert back.scores[0] == r.scores[0] and math.isnan(back.scores[1].score)
     assert back.rows == r.rows
-    assert ToyResult.read_meta(tmp_path) == {"config_hash": "abc"}
+    meta = ToyResult.read_meta(tmp_path)
+    assert meta["config_hash"] == "abc" and set(meta["files"]) == {"tensors.safetensors", "rows.jsonl"}
 
 
 def test_result_of_other_kind_or_schema_is_missing(tmp_path):

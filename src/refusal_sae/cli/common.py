@@ -60,6 +60,7 @@ def model_options(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         spec = ModelSpec(**{name: kwargs.pop(name) for name, _, _ in _MODEL_OPTIONS})
+        spec.check()  # device, dtype and adapter files, before the command does any work
         return fn(*args, spec=spec, **kwargs)
 
     wrapper.__signature__ = inspect.Signature([*own, *extra])
@@ -115,7 +116,12 @@ def names(text: str | None) -> tuple[str, ...] | None:
 
 
 def run_dir_for(spec: ModelSpec, run_dir: Path | None):
-    """The run directory: ``--run-dir``, else ``runs/<model>[+<adapter>]``."""
+    """The run directory: ``--run-dir`` (checked to be a directory this process can write, or make), else
+    ``runs/<model>[+<adapter>]``."""
     from refusal_sae.runs import RunDir
 
+    if run_dir is not None:
+        from refusal_sae.checks import check_output_dir
+
+        check_output_dir(run_dir, "--run-dir")
     return RunDir(run_dir or spec.default_run_dir())

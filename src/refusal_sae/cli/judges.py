@@ -147,12 +147,14 @@ def rejudge_cmd(
     files: Annotated[list[Path], typer.Argument(help="`eval` JSONL files or eval folders of a run directory.")],
     judge: Annotated[str, typer.Option(help="The judge to re-label the stored completions with.")] = "default",
     out_dir: Annotated[Path, typer.Option(help="Folder for the re-labelled JSONLs (same names, judge appended).")] = Path("runs/rejudged"),
+    by: Annotated[Optional[str], typer.Option("--by", help="Also count per value of this row key, old vs new judge paired (e.g. row: the conditions of a search table's generations.jsonl; family: jailbreak answers).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-label the completions of earlier evals with another judge (no generation): old and new labels side by
-    side; compare the two files with `refusal-sae compare`."""
+    """Re-label the completions of earlier evals (or any JSONL of instruction / completion / judgement rows, e.g. a
+    search table's generations.jsonl) with another judge (no generation): old and new labels side by side; compare
+    the two files with `refusal-sae compare`."""
     from refusal_sae.runs import slug
-    from refusal_sae.scoring.compare import read_eval_rows, rejudge_rows
+    from refusal_sae.scoring.compare import group_counts, read_eval_rows, rejudge_rows
     from refusal_sae.scoring.judge import get_judge
 
     judge_obj = get_judge(judge)
@@ -169,5 +171,12 @@ def rejudge_cmd(
         old = {lab: sum(r["judgement"] == lab for r in rows) for lab in counts}
         out.print(f"{f}: {len(rows)} rows; before {old}; with {judge}: {counts} → {dest}")
         summary.append({"file": str(f), "out": str(dest), "n": len(rows), "before": old, "after": counts})
+        if by is not None:
+            groups = group_counts(new, by)
+            for g in groups:
+                out.print(f"  {by}={g['group']}: n {g['n']}; complied before {g['complied_before']}, with {judge} "
+                          f"{g['complied_after']} (only before {g['only_before']}, only after {g['only_after']}, "
+                          f"McNemar p {g['p_value']:.3g}); refused {g['refused_before']} → {g['refused_after']}")
+            summary[-1]["groups"] = groups
     if as_json:
         print(json.dumps(summary))

@@ -24,6 +24,7 @@ import textwrap
 import tokenize
 import types
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -212,9 +213,16 @@ class Command:
     as_json: bool
     force: bool = False
     sae_args: tuple = (None, None, None)  # --saes, --sae-release, --sae-ids
+    datasets: tuple[str, ...] = ()  # the datasets the stage reads: their prompts are checked against the model
 
     def load(self):
-        return self.spec.load()
+        """The model; then every prompt of the stage's datasets checked against its context, counted by its own
+        tokenizer, before any forward pass."""
+        from refusal_sae.pipeline.facts import ModelFacts
+
+        handle = self.spec.load()
+        check_prompts(self.datasets, self.data_dir, ModelFacts.from_handle(handle))
+        return handle
 
     def resolve_saes(self, handle):
         """``(spec, SaeSet)`` of the SAE options (default: the run's, else the embedded model's), checked against
@@ -232,6 +240,48 @@ class Command:
             import json
 
             print(json.dumps(payload))
+
+
+def stage_datasets(cls: type, cfg) -> tuple[str, ...]:
+    """The datasets the pipeline stage whose config is ``cls`` reads with ``cfg`` (the stage registry's list)."""
+    from refusal_sae.pipeline.stages import STAGES
+
+    for stage in STAGES.values():
+        tp = stage.config_type
+        item = typing.get_args(tp)[0] if typing.get_origin(tp) in (list, tuple) else None
+        if tp is cls:
+            return tuple(stage.datasets(cfg))
+        if item is not None and (issubclass(item, cls) or issubclass(cls, item)):  # a stage run once per item (eval)
+            return tuple(stage.datasets([cfg]))
+    return ()
+
+
+def check_prompts(datasets: typing.Iterable[str], data_dir, facts) -> None:
+    """Each dataset exists and its prompts fit the model ``facts`` describe (what is known of it)."""
+    from refusal_sae.data import PromptLimit, load_dataset
+
+    limit = PromptLimit.for_model(facts.context, facts.tokenizer)
+    for name in dict.fromkeys(datasets):
+        load_dataset(name, data_dir, limit=limit)
+
+
+def _check_before_work(spec, cfg_cls: type, cfg, data_dir, saes_dir) -> tuple[str, ...]:
+    """What a stage command can check before it loads the model: its datasets (prompts against the model's context,
+    read from its config and tokenizer when it is a local directory or in the HF cache) and an ``--saes`` folder's
+    files."""
+    from refusal_sae.models.embedded import EMBEDDED_ALIASES
+    from refusal_sae.pipeline.facts import ModelFacts, folder_facts, probe_model
+    from refusal_sae.saes.loading import SAE_CFG, _has_saes
+
+    if saes_dir is not None and ((Path(saes_dir) / SAE_CFG).is_file() or _has_saes(Path(saes_dir))):
+        folder_facts(Path(saes_dir))  # weights files of the SAEs there (a folder without any: the loader says so)
+    datasets = stage_datasets(cfg_cls, cfg)
+    if datasets:
+        # not the embedded model's: its directory is built on first use (~30 s), not worth it for a check that
+        # Command.load makes exactly once the model has loaded
+        embedded = spec.model is None or spec.model in EMBEDDED_ALIASES
+        check_prompts(datasets, data_dir, ModelFacts(spec.name) if embedded else probe_model(spec))
+    return datasets
 
 
 def _resolve(fn, annotation):
@@ -270,8 +320,9 @@ def stage_command(cls: type, *, saes: bool = False, force: bool = False, **confi
         @functools.wraps(fn)
         def wrapper(*, spec, cfg, **values):
             sae_args = tuple(values.pop(n) for n in ("saes", "sae_release", "sae_ids")) if saes else (None,) * 3
-            cmd = Command(spec, run_dir_for(spec, values.pop("run_dir")), values.pop("data_dir"),
-                          values.pop("as_json"), values.pop("force", False), sae_args)
+            run, data_dir = run_dir_for(spec, values.pop("run_dir")), values.pop("data_dir")
+            datasets = _check_before_work(spec, cls, cfg, data_dir, sae_args[0])
+            cmd = Command(spec, run, data_dir, values.pop("as_json"), values.pop("force", False), sae_args, datasets)
             return fn(cfg=cfg, cmd=cmd, **values)
 
         params = [inspect.Parameter("spec", kw, annotation=Any), inspect.Parameter("cfg", kw, annotation=Any), *own,

@@ -65,12 +65,14 @@ def execute(config: Path, sets, dry_run: bool, as_json: bool = False, **flags) -
         from refusal_sae.pipeline.runner import check
 
         plan = check(cfg, dry_run=True)
+        disk = plan.on_disk()
         for line in plan.lines():
             print(line)
         print("dry run: the config is valid as far as can be checked offline; nothing was run")
         if as_json:
             print(json.dumps({"run_dir": str(plan.run_dir), "stages": list(cfg.stages), "notes": plan.notes,
-                              "rows": [r.__dict__ for r in plan.rows]}))
+                              "rows": [r.__dict__ for r in plan.rows],
+                              "on_disk": {st: [{"folder": n, "damage": d} for n, d in rows] for st, rows in disk.items()}}))
         return
     from refusal_sae.pipeline.runner import run_pipeline
 

@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from refusal_sae.data.limits import PromptLimit, check_length
 from refusal_sae.data.records import PromptRecord, PromptSet
 from refusal_sae.errors import DataError
 
@@ -127,12 +128,14 @@ def resolve_path(name: str, data_dir: str | Path | None = None) -> Path:
     return path
 
 
-def load_dataset(name_or_path: str, data_dir: str | Path | None = None, n: int | None = None, seed: int = 0) -> PromptSet:
-    """Load a registered dataset by name, or a JSON / JSONL / CSV file of instructions by path."""
+def load_dataset(name_or_path: str, data_dir: str | Path | None = None, n: int | None = None, seed: int = 0,
+                 limit: PromptLimit | None = None) -> PromptSet:
+    """Load a registered dataset by name, or a JSON / JSONL / CSV file of instructions by path. ``limit``: every row's
+    prompt must fit it (a DataError naming the row otherwise), checked before sampling ``n``."""
     if name_or_path in _REGISTRY:
         spec = _REGISTRY[name_or_path]
         path = resolve_path(name_or_path, data_dir)
-        records = read_records(path, source=spec.name, label=spec.label, subset=spec.subset)
+        records = read_records(path, source=spec.name, label=spec.label, subset=spec.subset, limit=limit)
         pset = PromptSet(spec.name, records, is_test=spec.is_test)
     else:
         path = Path(name_or_path)
@@ -140,7 +143,7 @@ def load_dataset(name_or_path: str, data_dir: str | Path | None = None, n: int |
             get_spec(name_or_path)  # raises the "unknown dataset" error
         if not path.is_file():
             raise DataError(f"dataset file not found: {path}")
-        pset = PromptSet(path.stem, read_records(path, source=path.stem, label="unknown"))
+        pset = PromptSet(path.stem, read_records(path, source=path.stem, label="unknown", limit=limit))
     if not pset.records:
         raise DataError(f"dataset {pset.name!r} ({path}) is empty")
     return pset.sample(n, seed)
@@ -169,7 +172,21 @@ def _record_from(obj, path: Path, where: str, source: str, label: str) -> Prompt
                         row.get("category") or row.get("type"), row.get("jailbreak_family"), extra)
 
 
-def read_records(path: Path, source: str, label: str, subset: str | None = None) -> list[PromptRecord]:
+def _json_lines(text: str, path: Path) -> list[tuple[str, object]]:
+    """``(line N, object)`` of each non-blank line: parsed one by one, so an error names the file's line (a
+    JSONDecodeError of one line always says line 1)."""
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append((f"line {n}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: malformed JSON on line {n} (column {e.colno}): {e.msg}") from None
+    return rows
+
+
+def read_records(path: Path, source: str, label: str, subset: str | None = None,
+                 limit: PromptLimit | None = None) -> list[PromptRecord]:
     suffix = path.suffix.lower()
     try:
         text = path.read_text(encoding="utf-8")
@@ -177,20 +194,25 @@ def read_records(path: Path, source: str, label: str, subset: str | None = None)
         raise DataError(f"cannot read {path}: {e}") from e
     try:
         if suffix == ".json":
-            rows = json.loads(text)
-            if not isinstance(rows, list):
-                raise DataError(f"{path}: expected a JSON list of instructions, got {type(rows).__name__}")
+            items = json.loads(text)
+            if not isinstance(items, list):
+                raise DataError(f"{path}: expected a JSON list of instructions, got {type(items).__name__}")
+            rows = [(f"item {i}", r) for i, r in enumerate(items, 1)]
         elif suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            rows = _json_lines(text, path)
         else:
             reader = csv.DictReader(text.splitlines())
             if not reader.fieldnames or not any(k in reader.fieldnames for k in _TEXT_KEYS):
                 raise DataError(f"{path}: CSV needs a column named one of {_TEXT_KEYS}")
-            rows = list(reader)
+            rows = [(f"line {reader.line_num}", r) for r in reader]  # line_num: where the row ends (header = line 1)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON: {e}") from e
     except csv.Error as e:
         raise DataError(f"{path}: malformed CSV: {e}") from e
     if subset is not None:
-        rows = [r for r in rows if isinstance(r, dict) and r.get("label") == subset]
-    return [_record_from(r, path, f"row {i}", source, label) for i, r in enumerate(rows)]
+        rows = [(w, r) for w, r in rows if isinstance(r, dict) and r.get("label") == subset]
+    records = [_record_from(r, path, where, source, label) for where, r in rows]
+    if limit is not None:
+        for (where, _), rec in zip(rows, records, strict=True):
+            check_length(limit, rec.instruction, f"{source!r} ({path})", where)
+    return records

@@ -22,11 +22,13 @@ from refusal_sae.direction.harm_vs_refusal import compare
 from refusal_sae.direction.result import CandidateScore, DirectionResult, HarmVsRefusalResult
 from refusal_sae.direction.select import apply_filters, choose, kl_by_prompt, score_candidates
 from refusal_sae.models.handle import ModelHandle
-from refusal_sae.runs import RunDir, completed, mark_complete
+from refusal_sae.runs import RunDir, completed, file_sha256, mark_complete
 from refusal_sae.scoring.refusal_score import discover_refusal_tokens
 
 CANDIDATES = "candidates.safetensors"
+CANDIDATES_DONE = "candidates.json"  # marker: the candidates file is complete for this identity
 SCORES = "scores.json"
+PARTIAL = "scores.partial.json"  # checkpoint of the scores measured so far (removed when all are)
 _SCORES = TypeAdapter(list[CandidateScore])
 
 
@@ -50,6 +52,22 @@ class DirectionPrompts:
                    harmful_train.sample(32, cfg.seed + 1).instructions)
 
 
+def _candidates(handle: ModelHandle, prompts: DirectionPrompts, cfg: DirectionConfig, conf: dict,
+                scratch: Path | None) -> DirectionCandidates:
+    """The difference-in-means candidates, reused from ``scratch`` when an interrupted run computed them for the
+    same identity (their marker records the file's hash)."""
+    if scratch is not None:
+        done = completed(scratch / CANDIDATES_DONE, conf)
+        if done is not None and (scratch / CANDIDATES).is_file() and file_sha256(scratch / CANDIDATES) == done["sha256"]:
+            return DirectionCandidates.load(scratch / CANDIDATES)
+    cands = compute_candidates(handle, prompts.harmful_train, prompts.harmless_train, cfg.selection.batch_size,
+                               cfg.massive_k, cfg.massive_ratio)
+    if scratch is not None:
+        cands.save(scratch / CANDIDATES)
+        mark_complete(scratch / CANDIDATES_DONE, conf, {"sha256": file_sha256(scratch / CANDIDATES)})
+    return cands
+
+
 def harm_refusal_cosines(cands: DirectionCandidates, pos: int) -> list[float]:
     r = cands.refusal[pos + cands.refusal.shape[0]]
     return torch.nn.functional.cosine_similarity(r, cands.harm, dim=-1).nan_to_num(0.0).tolist()
@@ -64,23 +82,31 @@ def find_direction(handle: ModelHandle, prompts: DirectionPrompts, cfg: Directio
     ``min_induce`` reuses the scores instead of measuring them again.
     """
     sel = cfg.selection
-    cands = compute_candidates(handle, prompts.harmful_train, prompts.harmless_train, sel.batch_size, cfg.massive_k,
-                               cfg.massive_ratio)
     scoring_conf = cfg.identity(handle.name, handle.revision)
     scoring_conf["selection"] = {k: v for k, v in scoring_conf["selection"].items() if k not in ("max_kl", "min_induce")}
-    saved = None
-    if scratch is not None:
-        cands.save(scratch / CANDIDATES)
-        saved = completed(scratch / SCORES, scoring_conf)
+    cands = _candidates(handle, prompts, cfg, scoring_conf, scratch)
+    saved = completed(scratch / SCORES, scoring_conf) if scratch is not None else None
     if saved is not None:
         tokens = saved["refusal_tokens"]
         scores = apply_filters(_SCORES.validate_python(saved["candidates"]), sel)
     else:
-        tokens = discover_refusal_tokens(handle, prompts.refusal_discovery)
-        scores = score_candidates(handle, cands, prompts.harmful_val, prompts.harmless_val, tokens, sel)
+        # checkpoint: the refusal tokens, then every scored layer (an interrupted run resumes at the next layer)
+        partial = completed(scratch / PARTIAL, scoring_conf) if scratch is not None else None
+        tokens = partial["refusal_tokens"] if partial else discover_refusal_tokens(handle, prompts.refusal_discovery)
+
+        def checkpoint(so_far: list[CandidateScore]) -> None:
+            if scratch is not None:
+                mark_complete(scratch / PARTIAL, scoring_conf,
+                              {"refusal_tokens": tokens, "candidates": _SCORES.dump_python(so_far, mode="json")})
+
+        checkpoint(_SCORES.validate_python(partial["candidates"]) if partial else [])
+        scores = score_candidates(handle, cands, prompts.harmful_val, prompts.harmless_val, tokens, sel,
+                                  done=_SCORES.validate_python(partial["candidates"]) if partial else (),
+                                  on_layer=checkpoint)
         if scratch is not None:
             mark_complete(scratch / SCORES, scoring_conf,
                           {"refusal_tokens": tokens, "candidates": _SCORES.dump_python(scores, mode="json")})
+            (scratch / PARTIAL).unlink(missing_ok=True)
     best = choose(scores, str(scratch / SCORES) if scratch is not None else "")
     direction = cands.get(best.pos, best.layer).float()
     return DirectionResult(

@@ -11,7 +11,7 @@ discarded; the lowest bypass score wins.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -30,9 +30,14 @@ from refusal_sae.scoring.refusal_score import refusal_score_from_logits
 
 def score_candidates(handle: ModelHandle, cands: DirectionCandidates, harmful_val: Sequence[str],
                      harmless_val: Sequence[str], refusal_tokens: Sequence[int],
-                     cfg: SelectionConfig, engine: InterventionEngine | None = None) -> list[CandidateScore]:
+                     cfg: SelectionConfig, engine: InterventionEngine | None = None,
+                     done: Sequence[CandidateScore] = (),
+                     on_layer: Callable[[list[CandidateScore]], None] | None = None) -> list[CandidateScore]:
     """Score every (position, layer) candidate. All positions of one layer run as one stacked batch of
-    intervention sets through the engine (the activation additions also share the layer prefix)."""
+    intervention sets through the engine (the activation additions also share the layer prefix).
+
+    ``done``: scores of an interrupted run (a checkpoint); their layers are not measured again. ``on_layer`` gets
+    every score so far after each measured layer (the caller checkpoints them), so an interrupt loses one layer."""
     engine = engine or InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
     layers = cfg.layers if cfg.layers is not None else tuple(range(handle.n_layers))
     positions = cfg.positions if cfg.positions is not None else tuple(cands.positions)
@@ -42,8 +47,10 @@ def score_candidates(handle: ModelHandle, cands: DirectionCandidates, harmful_va
     max_layer = int(handle.n_layers * (1 - cfg.prune_layer_fraction))  # as in Arditi et al.'s code
     clean_harmless = engine.last_logits(harmless_val, [[]])[0].double()
     both = [*harmful_val, *harmless_val]
-    found: dict[tuple[int, int], CandidateScore] = {}
-    for layer in tqdm(layers, desc="scoring candidate directions", unit="layer"):
+    found: dict[tuple[int, int], CandidateScore] = {(c.pos, c.layer): c for c in done}
+    finished = {layer for layer in layers if all((pos, layer) in found for pos in positions)}
+    for layer in tqdm([L for L in layers if L not in finished], desc="scoring candidate directions", unit="layer",
+                      initial=len(finished), total=len(layers)):
         todo = []
         for pos in positions:
             r = cands.get(pos, layer).float()
@@ -64,6 +71,8 @@ def score_candidates(handle: ModelHandle, cands: DirectionCandidates, harmful_va
         for i, (pos, _) in enumerate(todo):
             found[pos, layer] = CandidateScore(pos, layer, bypass[i].item(), induce[i].item(), kl[i].item(), True,
                                                kl_median=kl_med[i].item(), kl_max=kl_max[i].item())
+        if on_layer is not None:
+            on_layer(list(found.values()))
     return apply_filters([found[pos, layer] for pos in positions for layer in layers], cfg)
 
 

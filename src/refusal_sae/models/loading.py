@@ -5,19 +5,24 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from refusal_sae.errors import ConfigError, ModelLoadError
+from refusal_sae.checks import check_adapter_dir
+from refusal_sae.errors import ModelLoadError
+from refusal_sae.models.device import DTYPES, check_device, check_dtype
 from refusal_sae.models.embedded import EMBEDDED_ALIASES, EMBEDDED_REFUSING, embedded_model_dir, merge_adapter
 from refusal_sae.models.handle import ModelHandle
+from refusal_sae.models.hub import env_offline, hub_reachable, unreachable_reason
 from refusal_sae.models.options import DEFAULT_MODEL
 from refusal_sae.runs.io import file_sha256
 
 
 def resolve_device(device: str = "auto"):
+    """The torch device; a ConfigError when this machine has no such device (checked before any model is built)."""
     import torch
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    check_device(device)
+    return torch.device(device.strip().lower())
 
 
 def resolve_dtype(dtype: str, device) -> object:
@@ -25,11 +30,8 @@ def resolve_dtype(dtype: str, device) -> object:
 
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise ConfigError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(table)}")
-    return table[dtype]
+    check_dtype(dtype)
+    return getattr(torch, DTYPES[dtype])
 
 
 def _weights_identity(source, gguf_file: str | None, hf_model) -> str | None:
@@ -47,14 +49,6 @@ def _weights_identity(source, gguf_file: str | None, hf_model) -> str | None:
         st = p.stat()
         h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
     return "files-" + h.hexdigest()[:16]
-
-
-def _adapter_dir(adapter: str | Path) -> Path:
-    path = Path(adapter).expanduser()
-    if not (path / "adapter_model.safetensors").is_file() or not (path / "adapter_config.json").is_file():
-        raise ModelLoadError(f"{path} is not a LoRA adapter directory (adapter_config.json + adapter_model.safetensors, "
-                             "as `refusal-sae make-refusing-model` or peft's save_pretrained write)")
-    return path
 
 
 def load_model(
@@ -83,8 +77,8 @@ def load_model(
     dt = resolve_dtype(dtype, dev)
     kwargs: dict = {"dtype": dt, "trust_remote_code": trust_remote_code}
     path = Path(spec).expanduser()
-    revision = None
-    adapter_dir = None if adapter is None else _adapter_dir(adapter)
+    revision, unreachable = None, False
+    adapter_dir = None if adapter is None else check_adapter_dir(adapter)
     if spec in EMBEDDED_ALIASES:
         if adapter_dir is None:
             source, name = embedded_model_dir(spec), EMBEDDED_ALIASES[spec]
@@ -103,17 +97,21 @@ def load_model(
         source, name = path, str(path)
     else:
         source, name = spec, spec
-        if local_files_only:
+        offline = local_files_only or env_offline()
+        # not reachable: load as if offline, so the cache answers at once instead of the hub client's retries
+        unreachable = not offline and not hub_reachable()
+        if offline or unreachable:
             kwargs["local_files_only"] = True
     try:
         tok_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code", "local_files_only")}
         tokenizer = AutoTokenizer.from_pretrained(source, **tok_kwargs)
         hf_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:
-        raise ModelLoadError(
-            f"cannot load model {spec!r}: not an embedded name, not a local directory, and the hub could not "
-            f"provide it (offline?). Details: {str(e).splitlines()[0]}"
-        ) from e
+        hub = (f"not in the local HF cache, and {unreachable_reason()}" if unreachable
+               else "and not in the local HF cache (offline)" if kwargs.get("local_files_only")
+               else "and the hub could not provide it")
+        raise ModelLoadError(f"cannot load model {spec!r}: not an embedded name, not a local directory, {hub}. "
+                             f"Details: {str(e).splitlines()[0]}") from e
     if revision is None:
         revision = _weights_identity(source, kwargs.get("gguf_file"), hf_model)
     if adapter_dir is not None:

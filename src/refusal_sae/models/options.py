@@ -38,10 +38,33 @@ class ModelSpec:
     def default_run_dir(self) -> Path:
         return Path("runs") / slug(self.name)
 
+    def check(self, where: str = "", device_present: bool = True) -> str | None:
+        """The checks that need no model, made before any work: dtype and device names, the device present on this
+        machine (``device_present=False``: its absence is returned as a reason instead, for a dry run planning a run
+        on another machine), and the adapter's files. Raises a RefusalSaeError."""
+        from refusal_sae.models.device import check_dtype, device_unavailable
+
+        check_dtype(self.dtype, f"{where}dtype")
+        problem = device_unavailable(self.device, f"{where}device")
+        if problem and device_present:
+            from refusal_sae.errors import ConfigError
+
+            raise ConfigError(problem)
+        if self.adapter is not None:
+            from refusal_sae.checks import check_adapter_dir
+
+            check_adapter_dir(self.adapter)
+        return problem
+
     def load(self):
         """Load the model (see :func:`refusal_sae.models.load_model`)."""
         from refusal_sae.models.loading import load_model
 
+        if self.trust_remote_code:  # said once per load, where the user sees it: the repository's code runs here
+            import sys
+
+            print(f"warning: trust_remote_code is on: {self.model or DEFAULT_MODEL} may run Python code from its "
+                  "repository on this machine", file=sys.stderr, flush=True)
         return load_model(self.model, adapter=self.adapter, device=self.device, dtype=self.dtype,
                           trust_remote_code=self.trust_remote_code, system_prompt=self.system_prompt,
                           local_files_only=self.offline)

@@ -12,6 +12,7 @@ sections::
                             # "harmbench|default" takes the first that can run here (refusal_sae.scoring.judge.choice)
     stages:   [direction, harm_vs_refusal, sae_metrics, calibrate_actadd, eval]              # order of execution
     report:   {examples, path}
+    max_prompt_tokens: null # the longest prompt allowed (default: the model's context length)
     <stage>:  the settings of each stage, typed by the stage registry (:mod:`refusal_sae.pipeline.stages`)
 
 Unknown keys are an error naming the key and its section; values are converted and checked by pydantic against the
@@ -31,7 +32,7 @@ from typing import Any
 from refusal_sae.errors import ConfigError
 from refusal_sae.models.options import ModelSpec
 
-TOP_LEVEL = ("model", "saes", "data_dir", "run_dir", "seed", "judge", "stages", "report")
+TOP_LEVEL = ("model", "saes", "data_dir", "run_dir", "seed", "judge", "stages", "report", "max_prompt_tokens")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class PipelineConfig:
     source: str | None = None  # the file it was read from
     judge: str | None = None  # the top-level judge, as chosen here (a preference resolved)
     judge_notes: tuple[str, ...] = ()  # how each judge preference was resolved
+    max_prompt_tokens: int | None = None  # longest prompt allowed; None: the model's context length
 
     def section(self, name: str):
         return self.stage_configs[name]
@@ -119,6 +121,8 @@ class PipelineConfig:
         }
         if self.judge is not None:
             out["judge"] = self.judge
+        if self.max_prompt_tokens is not None:  # only when set: older runs' resolved configs stay the same
+            out["max_prompt_tokens"] = self.max_prompt_tokens
         for name in self.stages:
             out[name] = _plain(_asdict(self.stage_configs[name]))
         return out
@@ -147,18 +151,26 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
     try:
         if path.suffix.lower() == ".toml":
-            raw = tomllib.loads(text)
+            raw = tomllib.loads(text)  # its errors say "(at line N, column M)"
         elif path.suffix.lower() in (".yaml", ".yml"):
             raw = yaml.safe_load(text)
         else:
             raise ConfigError(f"{path}: config files are .yaml, .yml or .toml")
+    except yaml.MarkedYAMLError as e:  # the mark is where the parser gave up (0-based); the message alone has no line
+        mark = e.problem_mark or e.context_mark
+        at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        what = ": ".join(filter(None, (e.context, e.problem)))
+        raise ConfigError(f"{path}{at}: not valid YAML: {what or str(e).splitlines()[0]}") from None
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {str(e).splitlines()[0]}") from None
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:  # read as "every default": a full-size run of every stage, which nobody meant
+        raise ConfigError(f"config {path} is empty; list at least the stages to run, e.g. stages: [direction, eval]")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     return raw
@@ -261,7 +273,14 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         run_dir=convert(str | None, raw.get("run_dir"), "run_dir"),
         seed=seed, stages=tuple(stages), report=convert(ReportConfig, raw.get("report") or {}, "report"),
         stage_configs=stage_configs, source=None if path is None else str(path), judge=judge,
-        judge_notes=tuple(dict.fromkeys(choices.values())))
+        judge_notes=tuple(dict.fromkeys(choices.values())), max_prompt_tokens=_max_prompt_tokens(raw))
+
+
+def _max_prompt_tokens(raw: dict) -> int | None:
+    value = convert(int | None, raw.get("max_prompt_tokens"), "max_prompt_tokens")
+    if value is not None and value <= 0:
+        raise ConfigError(f"max_prompt_tokens must be positive, got {value}")
+    return value
 
 
 def _has_field(tp, name: str) -> bool:

@@ -8,9 +8,9 @@ cache. Facts that cannot be had offline are ``None`` and their checks are report
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from refusal_sae.errors import ConfigError, ModelLoadError
 from refusal_sae.models.options import ModelSpec
@@ -24,17 +24,31 @@ class ModelFacts:
     d_model: int | None = None
     n_post_inst: int | None = None  # post-instruction tokens of the chat template
     note: str = ""  # why some facts are missing
+    context: int | None = None  # the longest input in tokens (max_position_embeddings)
+    tokenizer: Any = field(default=None, repr=False, compare=False)  # counts the tokens of over-long prompts
 
     @classmethod
     def from_handle(cls, handle) -> ModelFacts:
-        return cls(handle.name, handle.n_layers, handle.d_model, handle.format("x").n_post_inst)
+        return cls(handle.name, handle.n_layers, handle.d_model, handle.format("x").n_post_inst,
+                   context=context_length(handle.config), tokenizer=handle.tokenizer)
+
+
+def context_length(config) -> int | None:
+    """The model's context length from its HF config (``max_position_embeddings``, or an older family's name)."""
+    text = getattr(config, "text_config", None) or config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(text, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def hub_offline(spec: ModelSpec | None = None) -> bool:
-    """Whether the hub must not (or cannot) be used: ``model.offline``, ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``."""
-    flags = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    env = any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in flags)
-    return env or bool(spec is not None and spec.offline)
+    """Whether the hub must not (or cannot) be used: ``model.offline``, ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``,
+    or the hub does not answer (:mod:`refusal_sae.models.hub`: one connection of at most 2 s, once per process)."""
+    from refusal_sae.models.hub import env_offline, hub_reachable
+
+    return env_offline() or bool(spec is not None and spec.offline) or not hub_reachable()
 
 
 def probe_model(spec: ModelSpec) -> ModelFacts:
@@ -43,11 +57,13 @@ def probe_model(spec: ModelSpec) -> ModelFacts:
 
     from refusal_sae.models.embedded import EMBEDDED_ALIASES, embedded_model_dir
     from refusal_sae.models.formatting import format_instruction
+    from refusal_sae.models.hub import env_offline
     from refusal_sae.models.options import DEFAULT_MODEL
 
     name = spec.model or DEFAULT_MODEL
     path = Path(name).expanduser()
-    kwargs: dict = {"trust_remote_code": spec.trust_remote_code}
+    # never the model's own code: a check (a dry run above all) must not run a repository's Python
+    kwargs: dict = {"trust_remote_code": False}
     if name in EMBEDDED_ALIASES:
         source = embedded_model_dir(name)  # builds the cached directory on first use (~30 s), else instant
     elif path.suffix == ".gguf":
@@ -61,14 +77,19 @@ def probe_model(spec: ModelSpec) -> ModelFacts:
         kwargs["local_files_only"] = True  # a dry run never downloads
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
-    except (OSError, ValueError):
-        where = "offline" if hub_offline(spec) else "a dry run does not download"
+    except (OSError, ValueError) as e:
+        if "trust_remote_code" in str(e):
+            return ModelFacts(name, note="its config needs the repository's own code (trust_remote_code), which a check "
+                                         "never runs: checks against its layers are skipped")
+        where = "offline" if spec.offline or env_offline() else "a dry run does not download"
         return ModelFacts(name, note=f"not in the local HF cache ({where}): checks against its layers are skipped")
     text = getattr(config, "text_config", None) or config
-    facts = ModelFacts(name, getattr(text, "num_hidden_layers", None), getattr(text, "hidden_size", None))
+    facts = ModelFacts(name, getattr(text, "num_hidden_layers", None), getattr(text, "hidden_size", None),
+                       context=context_length(config))
     try:
         tok = AutoTokenizer.from_pretrained(source, **kwargs)
         facts.n_post_inst = format_instruction(tok, "x", spec.system_prompt).n_post_inst
+        facts.tokenizer = tok
     except (OSError, ValueError, ConfigError) as e:
         facts.note = f"tokenizer not available ({str(e).splitlines()[0][:80]}): position checks skipped"
     return facts
@@ -94,8 +115,10 @@ def _layer_of(hook: str | None) -> int | None:
 
 
 def folder_facts(folder: Path, given: bool = True) -> SaeFacts:
-    """Every SAE sub-folder's ``cfg.json`` (or ``folder`` itself when it is one)."""
-    from refusal_sae.saes.loading import SAE_CFG
+    """Every SAE sub-folder's ``cfg.json`` (or ``folder`` itself when it is one), and its weights file checked to be
+    complete safetensors (sae-lens would fail on a damaged one only when it loads it, after the model)."""
+    from refusal_sae.checks import check_safetensors
+    from refusal_sae.saes.loading import SAE_CFG, SAE_WEIGHTS
 
     subs = [folder] if (folder / SAE_CFG).is_file() else sorted(
         p for p in folder.iterdir() if p.is_dir() and (p / SAE_CFG).is_file()) if folder.is_dir() else []
@@ -109,8 +132,11 @@ def folder_facts(folder: Path, given: bool = True) -> SaeFacts:
     for sub in subs:
         try:
             cfg = json.loads((sub / SAE_CFG).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"{sub / SAE_CFG}: unreadable ({e})") from None
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{sub / SAE_CFG}: expected a JSON object of SAE settings")
+        check_safetensors(sub / SAE_WEIGHTS, f"SAE {sub.name}")
         hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
         facts.entries.append({"id": sub.name, "hook_name": hook, "layer": _layer_of(hook), "d_in": cfg.get("d_in"),
                               "d_sae": cfg.get("d_sae"), "cached": True})

@@ -75,10 +75,43 @@ class Plan:
         out.append(f"{'total':17s} {'':70s} {'':>8s} {num(fw):>11s} {num(sum(r.generated for r in self.rows)):>11s}")
         out.append("(forward passes: one prompt through the model once, interventions included; generated tokens: "
                    "upper bound)")
+        disk = self.on_disk()
+        if disk:
+            out.append("")
+            out.append(f"run directory {self.run_dir} holds results of: "
+                       + ", ".join(f"{st} ({len(rows)})" for st, rows in disk.items())
+                       + "; a stage whose config is unchanged is skipped, any other is recomputed")
+            out += [f"repair   {name} ({stage}): damaged, {why}: `run` recomputes it"
+                    for stage, rows in disk.items() for name, why in rows if why]
         if self.notes:
             out.append("")
             out += [f"note: {n}" for n in self.notes]
         return out
+
+    def on_disk(self) -> dict[str, list[tuple[str, str | None]]]:
+        """The results already in the run directory, by the stage that made them: ``[(folder, damage or None)]``
+        (damage: why the folder cannot be trusted; ``run`` recomputes it)."""
+        from refusal_sae.runs import RunDir
+
+        if not (self.run_dir / "manifest.json").exists():
+            return {}
+        out: dict[str, list] = {}
+        notices: list[str] = []
+        for name, entry, damage in RunDir(self.run_dir, log=notices.append, readonly=True).results():
+            out.setdefault(_stage_of((entry or {}).get("kind"), name), []).append((name, damage))
+        self.notes += [n for n in notices if n not in self.notes]
+        return out
+
+
+def _stage_of(kind: str | None, folder: str) -> str:
+    """The stage that saves results of ``kind`` (its declaration, else the kind's or the folder's first word)."""
+    for stage in STAGES.values():
+        if kind in stage.results:
+            return stage.name
+    for word in ((kind or "").split("_")[0], folder.split("/")[0]):
+        if word in STAGES:
+            return word
+    return folder.split("/")[0]
 
 
 def _ranges(values: list[int]) -> str:
@@ -109,7 +142,9 @@ def _default_sae_folder(cfg: PipelineConfig, run_dir: Path) -> Path:
 
 def check(cfg: PipelineConfig, facts: ModelFacts | None = None, dry_run: bool = False) -> Plan:
     """Every check that needs no model weights (and, given ``facts``, those against the model); the plan."""
-    from refusal_sae.data import load_dataset
+    from refusal_sae.checks import check_output_dir, check_output_file, outside_cwd
+    from refusal_sae.data import PromptLimit, load_dataset
+    from refusal_sae.models.device import check_dtype, parse_device
 
     run_dir = cfg.resolved_run_dir()
     notes: list[str] = list(cfg.judge_notes)
@@ -118,17 +153,33 @@ def check(cfg: PipelineConfig, facts: ModelFacts | None = None, dry_run: bool = 
         for need in STAGES[name].requires(cfg.section(name)):
             if need not in cfg.stages[:i]:
                 raise ConfigError(f"stage {name!r} needs stage {need!r} before it in stages")
-    # 2. datasets
+    # 2. the model's settings, the device (a dry run may plan a run for another machine: noted) and adapter files
+    absent = cfg.model.check("model.", device_present=not dry_run)
+    if absent:
+        notes.append(f"`run` would stop here: {absent}")
+    if cfg.saes.device is not None:
+        parse_device(cfg.saes.device, "saes.device")
+    if cfg.saes.dtype is not None:
+        check_dtype(cfg.saes.dtype, "saes.dtype")
+    # 3. where it writes: writable (or creatable) without creating anything; outside the working directory: said
+    check_output_dir(run_dir, "run_dir")
+    if cfg.report.path:
+        check_output_file(cfg.report.path, "report.path")
+    for where in dict.fromkeys(filter(None, (outside_cwd(run_dir), cfg.report.path and outside_cwd(cfg.report.path)))):
+        notes.append(f"writes outside the working directory: {where}")
+    # 4. datasets
     data_dir = _data_dir(cfg)
     sizes: dict[str, int] = {}
+    readers: dict[str, str] = {}  # dataset → the first stage reading it (named in errors)
     for name in cfg.stages:
         for d in STAGES[name].datasets(cfg.section(name)):
             if d not in sizes:
+                readers[d] = name
                 try:
                     sizes[d] = len(load_dataset(d, data_dir))
                 except DataError as e:
                     raise DataError(f"{name}: {e}") from None
-    # 3. SAEs (from their cfg.json or sae-lens' directory; no weights)
+    # 5. SAEs (from their cfg.json or sae-lens' directory; their weights files checked, not loaded)
     sf = None
     if any(STAGES[n].uses_saes for n in cfg.stages):
         sf = sae_facts(cfg.saes, _default_sae_folder(cfg, run_dir))
@@ -144,11 +195,18 @@ def check(cfg: PipelineConfig, facts: ModelFacts | None = None, dry_run: bool = 
                 notes.append(f"SAEs: {len(missing)} of {len(sf.entries)} not in the local HF cache: `run` downloads them")
         if cfg.saes.release:
             notes.append("SAE widths (d_in vs d_model) are checked when `run` loads them")
-    # 4. the model's facts
+    # 6. the model's facts
     if facts is None:
         facts = probe_model(cfg.model)
     if facts.note:
         notes.append(f"model: {facts.note}")
+    # 7. every prompt fits the model's context (counted by its tokenizer where one is known; see data/limits.py)
+    limit = PromptLimit.for_model(facts.context, facts.tokenizer, cfg.max_prompt_tokens)
+    for d, name in readers.items():
+        try:
+            load_dataset(d, data_dir, limit=limit)
+        except DataError as e:
+            raise DataError(f"{name}: {e}") from None
     ctx = CheckContext(cfg, facts, data_dir, sizes, sf)
     check_sae_facts(ctx)
     rows: list[PlanRow] = []
@@ -223,7 +281,7 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print, handle
         handle = cfg.model.load()
     facts = ModelFacts.from_handle(handle)
     plan = check(cfg, facts)  # again, against the loaded model
-    run = RunDir(plan.run_dir)
+    run = RunDir(plan.run_dir, log=log)
     ctx = RunContext(cfg, run, plan.data_dir, handle)
     if any(STAGES[n].uses_saes for n in cfg.stages):
         ctx.saes()  # widths and hook layers checked before any stage starts
@@ -240,12 +298,19 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print, handle
         before = _stage_entries(run)
         log(f"[{i}/{len(cfg.stages)}] {name}: {stage.doc}")
         t = time.perf_counter()
-        result = stage.run(ctx, cfg.section(name))
+        try:
+            result = stage.run(ctx, cfg.section(name))
+        except KeyboardInterrupt:
+            kept = len([k for k, v in _stage_entries(run).items() if before.get(k) != v])
+            log(f"interrupted in stage [{i}/{len(cfg.stages)}] {name} after {time.perf_counter() - t:.0f} s; "
+                f"{i - 1} earlier stage(s) and {kept} result(s) of this one are kept in {run.root}: "
+                f"`{command_line()}` resumes from there")
+            raise
         ctx.results[name] = result
         after = _stage_entries(run)
         changed = [k for k, v in after.items() if before.get(k) != v]
         status = (f"done in {time.perf_counter() - t:.1f} s" if changed else "complete for this config: skipped")
         summary = f"no result: {result.reason}" if isinstance(result, NotRun) else stage.summary(result)
         log(f"      {status}" + (f"; {summary}" if summary else ""))
-    out = render_report(run.root, cfg.report.path, examples=cfg.report.examples)
+    out = render_report(run.root, cfg.report.path, examples=cfg.report.examples, log=log)
     return out

@@ -21,8 +21,7 @@ from refusal_sae.report.neuronpedia import FeatureLinks
 from refusal_sae.report.records import RunManifest, typed
 from refusal_sae.report.results import ResultView, Unreadable, collect_results
 from refusal_sae.report.summary import Finding, render_findings
-from refusal_sae.runs.io import read_json
-from refusal_sae.runs.rundir import MANIFEST
+from refusal_sae.runs.rundir import MANIFEST, RunDir
 
 REPORT = "report.html"
 __all__ = ["REPORT", "SECTIONS", "ReportContext", "ResultView", "SectionSpec", "collect_results", "esc",
@@ -128,9 +127,16 @@ def _sections(ctx: ReportContext) -> tuple[list[dict], str]:
     for spec in SECTIONS:
         views = ctx.of_kind(*spec.kinds)
         body = spec.render(views, ctx) if spec.render is not None and (views or not spec.kinds) else ""
+        damaged = [u for u in ctx.unreadable if u.kind in spec.kinds and "*" not in spec.kinds]
+        if damaged:  # never silently left out: the section says which result it could not draw and how to get it back
+            body = "".join(f'<p class="damaged"><strong>damaged: rerun</strong> — <code>{esc(u.name)}</code>: '
+                           f'{esc(u.why)}. <code>refusal-sae run CONFIG</code> with this run\'s config recomputes '
+                           "it.</p>" for u in damaged) + body
         if body:
             items.append({"id": spec.id, "title": spec.title, "stage": spec.stage, "body": Markup(body)})
-            rows = spec.summary(views, ctx) if spec.summary is not None else []
+            rows = spec.summary(views, ctx) if spec.summary is not None and views else []
+            rows += [Finding(f"<code>{esc(u.name)}</code>", "<strong>damaged: rerun</strong>", esc(u.why))
+                     for u in damaged]
             if rows:
                 found.append((spec.id, spec.title, rows))
         else:
@@ -140,8 +146,9 @@ def _sections(ctx: ReportContext) -> tuple[list[dict], str]:
     return items, render_findings(found, not_run)
 
 
-def render_report(run_dir: str | Path, out: str | Path | None = None, examples: int = 3) -> Path:
-    """Write the report of ``run_dir`` (default ``<run_dir>/report.html``) and return its path."""
+def render_report(run_dir: str | Path, out: str | Path | None = None, examples: int = 3, log=print) -> Path:
+    """Write the report of ``run_dir`` (default ``<run_dir>/report.html``) and return its path. Damaged results are
+    marked in their sections; ``log`` gets one line per repair (a rebuilt manifest)."""
     from markupsafe import Markup
     from plotly.offline import get_plotlyjs
 
@@ -150,9 +157,12 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, examples: 
 
     register_builtin_sections()
     run_dir = Path(run_dir)
-    raw = read_json(run_dir / MANIFEST)
-    if not run_dir.is_dir() or raw is None:
+    if not run_dir.is_dir() or not (run_dir / MANIFEST).exists():
         raise DataError(f"{run_dir} is not a run directory (no {MANIFEST}); run `refusal-sae run CONFIG` first")
+    notices: list[str] = []
+    raw = RunDir(run_dir, log=notices.append).manifest()  # an unreadable manifest is rebuilt (and said so)
+    for n in notices:
+        log(n)
     manifest = typed(RunManifest, raw)
     ctx = ReportContext(run_dir, manifest, examples, *collect_results(run_dir))
     items, findings = _sections(ctx)

@@ -15,7 +15,6 @@ from pathlib import Path
 from refusal_sae.report.records import ResultMeta, Settings, typed
 from refusal_sae.runs.io import read_json
 
-SKIP_DIRS = ("responses", "saes")  # caches and trained weights, not results
 
 def result_types() -> dict[str, tuple[str, str]]:
     """kind → (module, class) of every stage result the report draws: what each registered stage declares it saves
@@ -49,8 +48,9 @@ class ResultView:
 
 @dataclass
 class Unreadable:
-    name: str
+    name: str  # the stage folder, relative to the run directory
     why: str
+    kind: str | None = None  # its result kind when known (the section that would draw it shows the note)
 
 
 @dataclass
@@ -64,23 +64,28 @@ class _Envelope:
         self.meta = self.meta or ResultMeta()  # "meta": null
 
 
-def collect_results(run_dir: Path) -> tuple[list[ResultView], list[Unreadable]]:
+def collect_results(run_dir: Path, log=None) -> tuple[list[ResultView], list[Unreadable]]:
     """Every stage result under ``run_dir`` that the report draws, sorted by folder name, and those it could not
-    load (with why)."""
+    load, with why: damaged (a file missing, cut short or changed since it was written: checked against the hashes
+    recorded when it was saved), of an older schema, or not parsable. ``log``: where a rebuilt manifest is noted."""
     from refusal_sae.errors import RefusalSaeError
+    from refusal_sae.runs import RunDir
 
     views, bad, kinds = [], [], result_types()
-    for path in sorted(Path(run_dir).rglob("result.json")):
-        rel = path.parent.relative_to(run_dir)
-        if rel.parts and rel.parts[0] in SKIP_DIRS:
+    for name, entry, damage in RunDir(Path(run_dir), log=log or (lambda m: None)).results():
+        path = Path(run_dir) / name / "result.json"
+        raw = read_json(path) or {}
+        kind = raw.get("kind") or (entry or {}).get("kind")
+        if kind is not None and kind not in kinds:
+            continue  # an intermediate result (one round, one K): its stage's final result holds it
+        if damage is not None:
+            bad.append(Unreadable(name, f"damaged: {damage}", kind))
             continue
         try:
-            info = typed(_Envelope, read_json(path) or {})
-            if info.kind not in kinds:
-                continue
+            info = typed(_Envelope, raw)
             result = result_type(info.kind).load(path.parent)
-        except (RefusalSaeError, ValueError, OSError) as e:  # an older schema, a damaged or partly written folder
-            bad.append(Unreadable(rel.as_posix(), " ".join(str(e).splitlines()[:2])))
+        except (RefusalSaeError, ValueError, OSError) as e:  # an older schema, a file that does not parse
+            bad.append(Unreadable(name, " ".join(str(e).splitlines()[:2]), kind))
             continue
-        views.append(ResultView(rel.as_posix(), info.kind, result, info.meta, path.parent))
+        views.append(ResultView(name, info.kind, result, info.meta, path.parent))
     return views, bad

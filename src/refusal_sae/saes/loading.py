@@ -12,11 +12,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from refusal_sae.checks import check_safetensors
 from refusal_sae.errors import ConfigError, MismatchError, ModelLoadError
 from refusal_sae.models.hooks import hook_name, parse_hook_point
 from refusal_sae.saes.lens import sae_lens_imports
 
 SAE_CFG = "cfg.json"
+SAE_WEIGHTS = "sae_weights.safetensors"
 TRAINING_CONFIG = "training_config.json"
 # SAEs trained by `refusal-sae train-sae` on the embedded refusing model and shipped with the package
 EMBEDDED_SAE_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "saes" / "smollm2-135m-refusing"
@@ -114,6 +116,7 @@ class SaeSet(Mapping):
             d = Path(d)
             if not (d / SAE_CFG).is_file():
                 raise ConfigError(f"{d} is not an SAE directory saved by sae-lens (no {SAE_CFG})")
+            check_safetensors(d / SAE_WEIGHTS, f"SAE {d.name}")  # sae-lens' own error on a damaged file is a traceback
             try:
                 sae = SAE.load_from_disk(d, device=device, dtype=dtype)
             except (ValueError, KeyError, OSError) as e:
@@ -154,14 +157,19 @@ class SaeSet(Mapping):
         return hook_name(layer, kind)
 
     def identity(self) -> list[dict]:
-        """What a result computed with these SAEs depends on: each hook, its source and (local files) weights hash."""
+        """What a result computed with these SAEs depends on: each hook, its source and (local files) weights hash.
+
+        A local SAE is named by its folder's name and its weights' hash, not its absolute path: the same SAEs in a
+        moved checkout, another clone or a copied run directory give the same identity (results stay complete);
+        different weights under the same name do not. A release SAE is named by its release id."""
         from refusal_sae.runs import file_sha256
 
         out = []
         for name in sorted(self._saes):
-            weights = Path(self.sources[name]) / "sae_weights.safetensors"
-            out.append({"hook_name": name, "source": self.sources[name],
-                        "sha256": file_sha256(weights) if weights.is_file() else None})
+            weights = Path(self.sources[name]) / SAE_WEIGHTS
+            local = weights.is_file()
+            out.append({"hook_name": name, "source": Path(self.sources[name]).name if local else self.sources[name],
+                        "sha256": file_sha256(weights) if local else None})
         return out
 
     def describe(self) -> list[dict]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import model_serializer, model_validator
 
+from refusal_sae.checks import read_user_text
 from refusal_sae.errors import ConfigError, DataError, MismatchError
 from refusal_sae.runs.io import jsonl_objects
 from refusal_sae.scoring.judge import JUDGEMENTS
@@ -44,11 +45,10 @@ def read_eval_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, row in jsonl_objects(f, path):
-            if "instruction" not in row or row.get("judgement") not in JUDGEMENTS:
-                raise DataError(f"{path}:{n}: expected an eval row with 'instruction' and a judgement in {JUDGEMENTS}")
-            rows.append(row)
+    for n, row in jsonl_objects(read_user_text(path, "an eval JSONL").splitlines(), path):
+        if "instruction" not in row or row.get("judgement") not in JUDGEMENTS:
+            raise DataError(f"{path}:{n}: expected an eval row with 'instruction' and a judgement in {JUDGEMENTS}")
+        rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
@@ -97,6 +97,25 @@ def rejudge_rows(rows: list[dict], judge) -> list[dict]:
     labels = judge.judge([r["instruction"] for r in rows], [r["completion"] for r in rows])
     return [r | {"judgement": j.label, "reason": j.reason, "relevance": j.relevance, "judge_score": j.score,
                  "previous_judgement": r["judgement"]} for r, j in zip(rows, labels, strict=True)]
+
+
+def group_counts(rows: list[dict], key: str) -> list[dict]:
+    """Per value of ``rows``' ``key`` (in order of first appearance): counts under the earlier judge
+    (``previous_judgement``) and the new one (``judgement``), paired on "complied" (McNemar exact)."""
+    if any(key not in r for r in rows):
+        raise DataError(f"--by {key}: not every row has the key {key!r}")
+    out = []
+    for g in dict.fromkeys(str(r[key]) for r in rows):
+        sub = [r for r in rows if str(r[key]) == g]
+        before = [r["previous_judgement"] == "complied" for r in sub]
+        after = [r["judgement"] == "complied" for r in sub]
+        ob = sum(b and not a for b, a in zip(before, after, strict=True))
+        oa = sum(a and not b for b, a in zip(before, after, strict=True))
+        out.append({"group": g, "n": len(sub), "complied_before": sum(before), "complied_after": sum(after),
+                    "only_before": ob, "only_after": oa, "p_value": mcnemar_exact(ob, oa),
+                    "refused_before": sum(r["previous_judgement"] == "refused" for r in sub),
+                    "refused_after": sum(r["judgement"] == "refused" for r in sub)})
+    return out
 
 
 def compare_labels(prompts: list[str], labels_a: list[str], labels_b: list[str],

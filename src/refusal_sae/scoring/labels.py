@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from refusal_sae.checks import read_user_text
 from refusal_sae.errors import ConfigError, DataError
 from refusal_sae.runs.io import jsonl_objects
 
@@ -56,7 +57,7 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"labelled-answer file not found: {path}")
     rows = []
-    for n, row in jsonl_objects(path.read_text(encoding="utf-8").splitlines(), path):
+    for n, row in jsonl_objects(read_user_text(path, "a JSONL file of labelled answers").splitlines(), path):
         if not isinstance(row.get("id"), str):
             raise DataError(f"{path}:{n}: expected an object with a string id")
         rows.append(row)
