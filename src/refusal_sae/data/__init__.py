@@ -1,4 +1,4 @@
-"""Prompt datasets: typed records, a registry by name, loaders for JSON / JSONL / CSV."""
+"""Prompt datasets: typed records, a registry by name, loaders for JSON / JSONL / CSV (optionally gzip-compressed)."""
 
 from refusal_sae.data.limits import PromptLimit
 from refusal_sae.data.records import PromptRecord, PromptSet

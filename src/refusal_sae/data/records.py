@@ -16,6 +16,12 @@ class PromptRecord:
     jailbreak_family: str | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
+    @property
+    def family(self) -> str | None:
+        """The prompt's family: its ``jailbreak_family``, else the ``family`` a dataset row gave (``extra``)."""
+        fam = self.jailbreak_family or self.extra.get("family")
+        return str(fam) if fam else None
+
     def to_dict(self) -> dict:
         return asdict(self)
 
