@@ -292,6 +292,7 @@ def test_search_cli_end_to_end_and_resume(tiny_run, data_dir, tmp_path, monkeypa
     assert set(greedy.minimal.items) <= set(greedy.start.items) and len(greedy.traces) >= 2
     assert rd.load(FeatureCards, "search/cards") is not None
     assert {"search/candidates", "search/choice", "search/greedy", "search/cards"} <= set(rd.manifest()["stages"])
+    assert not (run / "search/choice/choice.partial.json").exists()  # the checkpoint goes once the choice is saved
     from refusal_sae.search.result import ChoiceResult
 
     choice = rd.load(ChoiceResult, "search/choice")  # labels survive the round trip; the pairing is printed
@@ -333,3 +334,40 @@ def test_search_bad_input_fails_before_work(tiny_run, data_dir, tmp_path):
         r = cli(*base, "--run-dir", str(run), *args)
         assert r.returncode == 2 and needle in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and not (run / "search").exists()
+
+
+def test_an_interrupted_choice_resumes_at_the_next_judged_set(tmp_path):
+    """The K × c grid and its random controls keep each judged set in a checkpoint as it is made: a Ctrl-C after
+    four sets loses none of them, the resumed choice generates only the sets left and ends with the same rows."""
+    from refusal_sae.runs.checkpoint import Checkpoint
+    from refusal_sae.search.choose import choose_k_and_clamp
+
+    saes, alive = tiny_saes(), {1: torch.arange(40, 48)}
+    ranking = FeatureSet(tuple((1, i) for i in range(8)))
+    prompts = [f"p{i}" for i in range(10)]
+    args = (saes, prompts, ranking, alive, (2, 4, 8), (0.0, -3.0))
+    kw = dict(n_random=2, max_random_flip=0.05, max_degenerate=0.10, seed=0)
+    whole_rows, whole, _ = choose_k_and_clamp(ScriptedEngine(), ScriptedJudge(), *args, **kw)
+
+    class Counting(ScriptedEngine):
+        def __init__(self, stop_after=None):
+            self.sets, self.stop_after = 0, stop_after
+
+        def generate(self, prompts, sets, *a, **k):
+            if self.stop_after is not None and self.sets == self.stop_after:
+                raise KeyboardInterrupt
+            self.sets += len(sets)
+            return super().generate(prompts, sets, *a, **k)
+
+    path, conf = tmp_path / "choice.partial.json", {"k": [2, 4, 8]}
+    with pytest.raises(KeyboardInterrupt):
+        choose_k_and_clamp(Counting(stop_after=4), ScriptedJudge(), *args, **kw, checkpoint=Checkpoint(path, conf))
+    cp = Checkpoint(path, conf)
+    assert cp.resumed == 4 and Checkpoint(path, {"other": 1}).resumed == 0  # another config starts afresh
+    engine = Counting()
+    rows, best, _ = choose_k_and_clamp(engine, ScriptedJudge(), *args, **kw, checkpoint=cp)
+    fresh = Counting()
+    choose_k_and_clamp(fresh, ScriptedJudge(), *args, **kw, checkpoint=Checkpoint(tmp_path / "b.json", conf))
+    assert engine.sets == fresh.sets - 4  # only the sets left were generated
+    assert (best.k, best.c) == (whole.k, whole.c) and [r.labels for r in rows] == [r.labels for r in whole_rows]
+    assert [r.random_flips for r in rows] == [r.random_flips for r in whole_rows]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from refusal_sae.errors import DataError
 from refusal_sae.interventions.engine import InterventionEngine
+from refusal_sae.runs.checkpoint import Checkpoint
 from refusal_sae.scoring.judge import COMPLIED, DEGENERATE, REFUSED, Judge
 from refusal_sae.search.featureset import FeatureSet, clamp_set, random_sets
 
@@ -49,27 +50,44 @@ def counts(labels: Sequence[str]) -> tuple[int, int, int]:
 
 
 def judged(engine: InterventionEngine, judge: Judge, prompts: Sequence[str], sets: Sequence[list],
-           max_new_tokens: int, batch_size: int, desc: str) -> list[list[str]]:
-    """Judged labels ``[n_sets][n_prompts]`` of greedy answers under each intervention set."""
-    outs = engine.generate(prompts, sets, max_new_tokens, batch_size, progress=True, desc=desc)
-    return [[j.label for j in judge.judge(prompts, o)] for o in outs]
+           max_new_tokens: int, batch_size: int, desc: str, checkpoint: Checkpoint | None = None,
+           keys: Sequence[str] = ()) -> list[list[str]]:
+    """Judged labels ``[n_sets][n_prompts]`` of greedy answers under each intervention set. With a ``checkpoint``
+    (and one key per set), each set's labels are kept as soon as they are judged and sets judged before an
+    interrupt are not generated again (the engine generates one set at a time, so nothing is lost by it)."""
+    if checkpoint is None:
+        outs = engine.generate(prompts, sets, max_new_tokens, batch_size, progress=True, desc=desc)
+        return [[j.label for j in judge.judge(prompts, o)] for o in outs]
+    out = []
+    for i, (key, s) in enumerate(zip(keys, sets, strict=True)):
+        labels = checkpoint.get(key)
+        if labels is None:
+            (o,) = engine.generate(prompts, [s], max_new_tokens, batch_size, progress=True,
+                                   desc=f"{desc} [{i + 1}/{len(sets)}]")
+            labels = [j.label for j in judge.judge(prompts, o)]
+            checkpoint.put(key, labels)
+        out.append(list(labels))
+    return out
 
 
 def choose_k_and_clamp(engine: InterventionEngine, judge: Judge, saes: Mapping[int, object], prompts: Sequence[str],
                        ranking: FeatureSet, alive: Mapping, top_k: Sequence[int], clamps: Sequence[float],
                        n_random: int, max_random_flip: float, max_degenerate: float, seed: int,
-                       max_new_tokens: int = 64, batch_size: int = 32) -> tuple[list[GridRow], GridRow, bool]:
-    """The grid rows, the chosen row, and whether it met the rule (see the module docstring)."""
+                       max_new_tokens: int = 64, batch_size: int = 32,
+                       checkpoint: Checkpoint | None = None) -> tuple[list[GridRow], GridRow, bool]:
+    """The grid rows, the chosen row, and whether it met the rule (see the module docstring). ``checkpoint``: keep
+    each judged set (grid cell, random control) as it is made, so an interrupted choice resumes at the next one."""
     grid = [(k, c) for c in clamps for k in top_k]
     labels = judged(engine, judge, prompts, [clamp_set(saes, ranking.take(k), c) for k, c in grid],
-                    max_new_tokens, batch_size, "K*, c grid")
+                    max_new_tokens, batch_size, "K*, c grid", checkpoint, [f"grid k={k} c={c:g}" for k, c in grid])
     rows = [GridRow(k, c, len(prompts), *counts(lab), labels=list(lab)) for (k, c), lab in zip(grid, labels, strict=True)]
     order = sorted(rows, key=lambda r: (-r.complied, r.k, abs(r.c)))
 
     def run_controls(row: GridRow) -> None:
         controls = random_sets(alive, ranking.take(row.k), n_random, seed + row.k)
         flips = judged(engine, judge, prompts, [clamp_set(saes, s, row.c) for s in controls], max_new_tokens,
-                       batch_size, f"random controls K={row.k} c={row.c:g}")
+                       batch_size, f"random controls K={row.k} c={row.c:g}", checkpoint,
+                       [f"random k={row.k} c={row.c:g} #{i}" for i in range(len(controls))])
         row.random_flips = [sum(x == COMPLIED for x in lab) / len(prompts) for lab in flips]
         row.random_flip = sum(row.random_flips) / len(row.random_flips)
 

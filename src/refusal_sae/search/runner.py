@@ -21,6 +21,7 @@ from refusal_sae.interventions.directional import DirectionAblation
 from refusal_sae.interventions.engine import EngineConfig, InterventionEngine
 from refusal_sae.models.handle import ModelHandle
 from refusal_sae.runs import RunDir, config_hash
+from refusal_sae.runs.checkpoint import Checkpoint
 from refusal_sae.runs.identity import settings_of
 from refusal_sae.saes.config import CorpusConfig
 from refusal_sae.saes.loading import SaeSet
@@ -37,6 +38,8 @@ from refusal_sae.search.table import SearchTable, build_table
 
 RULE = ("eligible: degenerate ≤ the bound (max_degenerate, or the direction ablation's degenerate share when higher) "
         "and mean random-set flip ≤ max_random_flip; chosen: most complied, then smaller K, then milder clamp")
+
+CHOICE_PARTIAL = "choice.partial.json"  # the choice's judged sets so far (removed when the choice is saved)
 
 
 @dataclass
@@ -87,12 +90,14 @@ def find_candidates(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, c
 
 
 def choose(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, cfg: SearchConfig, cands: CandidatesResult,
-           direction: DirectionResult) -> ChoiceResult:
+           direction: DirectionResult, checkpoint: Checkpoint | None = None) -> ChoiceResult:
+    """K* and c on the validation prompts; ``checkpoint`` keeps every judged set as it is made (an interrupted
+    choice — the search's longest part — resumes at the next grid cell or random control)."""
     engine = InterventionEngine(handle, EngineConfig(prompt_batch_size=cfg.batch_size))
     judge = get_judge(cfg.judge)
     refused = val_refused(engine, judge, prompts.val, cfg.max_new_tokens, cfg.batch_size)
     (abl,) = judged(engine, judge, refused, [[DirectionAblation(direction.direction)]], cfg.max_new_tokens,
-                    cfg.batch_size, "direction ablation")
+                    cfg.batch_size, "direction ablation", checkpoint, ["ablation"])
     ablation = dict(zip(("complied", "degenerate", "refused"), counts(abl), strict=True))
     bound = cfg.max_degenerate
     if cfg.degenerate_bound == "ablation":
@@ -100,7 +105,7 @@ def choose(handle: ModelHandle, saes: SaeSet, prompts: SearchPrompts, cfg: Searc
     alive = {L: torch.tensor(ids) for L, ids in cands.alive.items()}
     rows, best, met = choose_k_and_clamp(engine, judge, saes, refused, cands.ours, alive, cfg.top_k, cfg.clamps,
                                          cfg.n_random, cfg.max_random_flip, bound, cfg.seed,
-                                         cfg.max_new_tokens, cfg.batch_size)
+                                         cfg.max_new_tokens, cfg.batch_size, checkpoint)
     return ChoiceResult(len(prompts.val), len(refused), rows, best.k, best.c, met, RULE, bound, ablation,
                         prompts=list(refused), ablation_labels=list(abl))
 
@@ -166,8 +171,10 @@ def run_search_stage(handle: ModelHandle, saes: SaeSet, run: RunDir, cfg: Search
 
     cands = run.run(CandidatesResult, ident("candidates"), lambda: find_candidates(
         handle, saes, prompts, cfg, direction, DirectionCandidates.load(cands_path), progress), name="search/candidates")
+    partial = Checkpoint(run.path("search/choice") / CHOICE_PARTIAL, ident("choice"))
     choice = run.run(ChoiceResult, ident("choice"),
-                     lambda: choose(handle, saes, prompts, cfg, cands, direction), name="search/choice")
+                     lambda: choose(handle, saes, prompts, cfg, cands, direction, partial), name="search/choice")
+    partial.clear()
     chosen = {"k": choice.k, "c": choice.c}
     greedy = run.run(GreedyResult, ident("greedy") | chosen,
                      lambda: minimal_set(handle, saes, prompts, cfg, cands, choice, progress), name="search/greedy")
