@@ -79,22 +79,12 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, data_dir):
     _repair_a_damaged_copy(run, args, tmp_path)
 
 
-def _results(run) -> dict[str, object]:
-    """Every result's deterministic content: the ``data`` of result.json and the bytes of tensors and row files."""
-    out: dict[str, object] = {}
-    for p in sorted(run.rglob("*")):
-        rel = p.relative_to(run).as_posix()
-        if p.name == "result.json":
-            out[rel] = json.loads(p.read_text())["data"]
-        elif p.suffix in (".safetensors", ".jsonl") and not rel.startswith("saes/"):
-            out[rel] = p.read_bytes()
-    return out
-
-
 def _repair_a_damaged_copy(run, args, tmp_path) -> None:
     """A copy of the finished demo with three kinds of damage: the report marks them, `run` names and recomputes
     exactly those, and every result ends byte-identical to the intact run's."""
     import shutil
+
+    from tests.unit.test_pipeline import _results
 
     copy = tmp_path / "damaged"
     shutil.copytree(run, copy)

@@ -355,7 +355,7 @@ def _results(run: Path) -> dict[str, object]:
         rel = p.relative_to(run).as_posix()
         if p.name == "result.json":
             out[rel] = json.loads(p.read_text())["data"]
-        elif p.suffix in (".safetensors", ".jsonl"):
+        elif p.suffix in (".safetensors", ".jsonl") and not rel.startswith("saes/"):  # SAEs are inputs, not results
             out[rel] = p.read_bytes()
     return out
 
